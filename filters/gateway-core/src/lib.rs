@@ -7,4 +7,5 @@
 pub mod build_info;
 pub mod error_body;
 pub mod http;
+pub mod ratelimit;
 pub mod security_headers;
