@@ -7,5 +7,8 @@
 pub mod build_info;
 pub mod error_body;
 pub mod http;
+#[cfg(feature = "jwt")]
+pub mod jwt;
+pub mod path;
 pub mod ratelimit;
 pub mod security_headers;
