@@ -83,7 +83,7 @@ wasm: rust-target
 
 ## ---------------------------------------------------------------- test
 
-test: fmt-check clippy unit wasm sim-test envoy-test
+test: fmt-check clippy unit wasm sim-test envoy-test manifests-test
 	@echo "make test: all checks passed"
 
 fmt-check:
@@ -104,6 +104,44 @@ envoy-test: wasm envoy
 
 bench: wasm envoy tools
 	@$(CARGO) run --quiet --release -p envoy-harness --bin bench -- --out $(BUILD)/bench
+
+## ---------------------------------------------------------------- manifests
+
+# Strict Kubernetes 1.33 JSON schemas (v1.33.0-local-strict) ship inside this PyPI wheel.
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+MANIFEST_STAMP := $(BUILD)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
+MANIFEST_DIRS := istio istio/argocd
+
+.PHONY: manifest-deps promtool-dep manifests-test manifest-schemas
+
+# The core schema catalog (PyPI) and the pinned kcr_* CRD binding crates (crates.io;
+# downloaded, never compiled). Offline from here on.
+manifest-deps: $(MANIFEST_STAMP)
+$(MANIFEST_STAMP):
+	@mkdir -p $(BUILD)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check 'kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)'
+	@$(CARGO) fetch --quiet
+	@touch $@
+
+# promtool from the Debian package `prometheus`.
+promtool-dep:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+# Render istio/ (kustomize subset), strict schemas (core + CRD), Rego policies and their
+# tests, promtool check + unit tests (every alert fires and stays silent in a test).
+manifests-test: manifest-deps promtool-dep
+	@$(CARGO) test --quiet -p manifest-check
+	@$(CARGO) run --quiet -p manifest-check -- validate $(MANIFEST_DIRS)
+	@$(CARGO) run --quiet -p manifest-check -- policy-test policy
+	@rm -rf $(BUILD)/promtool
+	@$(CARGO) run --quiet -p manifest-check -- promtool-prep istio istio/monitoring/tests $(BUILD)/promtool
+	@promtool check rules $(BUILD)/promtool/*.rules.yaml
+	@promtool test rules $(BUILD)/promtool/*_test.yaml
+
+# CRD schemas in kubeconform's layout (CI's kubeconform job).
+manifest-schemas: manifest-deps
+	@$(CARGO) run --quiet -p manifest-check -- schemas $(BUILD)/schemas/crd
 
 ## ---------------------------------------------------------------- local gateway
 
