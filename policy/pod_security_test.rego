@@ -4,7 +4,7 @@ import rego.v1
 
 good_container := {
 	"name": "app",
-	"image": "docker.io/library/redis:7.4.6-alpine@sha256:8545a16e6454c43d961d4e6c746577f54bc547d6d25229c2b7d9a717a724e29b",
+	"image": "docker.io/library/redis:7.4.6-alpine@sha256:3b73847e72874be07e6657b129a94761662b79bc0f679273757d4218573b2a98",
 	"securityContext": {
 		"allowPrivilegeEscalation": false,
 		"readOnlyRootFilesystem": true,
