@@ -24,7 +24,7 @@ ENVOY_STAMP := $(BUILD)/.envoy-$(ENVOY_VERSION)
 WASM_TARGET := wasm32-wasip1
 WASM_OUT := $(ROOT)/target/$(WASM_TARGET)/release
 # Filters shipped in dist/ (crate name == file name).
-FILTERS := security-headers
+FILTERS := security-headers jwt-authz ratelimit-tagger
 # Test-only modules (never shipped): exercise simulator features the filters do not use yet.
 FIXTURES := abi-probe
 
@@ -36,8 +36,8 @@ export SVC_GATEWAY_DIST := $(DIST)
 export SVC_GATEWAY_FIXTURES := $(WASM_OUT)
 export ENVOY_BIN
 
-.PHONY: help setup rust-target envoy tools wasm test fmt-check clippy unit sim-test envoy-test \
-        bench run clean
+.PHONY: help setup rust-target envoy tools wasm wasm-opt test fmt-check clippy unit sim-test envoy-test \
+        bench run token clean
 
 help:
 	@echo "make run      local gateway (real Envoy + filters)"
@@ -71,15 +71,32 @@ tools:
 
 ## ---------------------------------------------------------------- build
 
-wasm: rust-target
+# Every module goes through binaryen's wasm-opt -O3 (not -Oz: the crypto in jwt-authz
+# slows down badly when optimised for size); the feature flags are the ones rustc's
+# wasm32-wasip1 output uses, without them wasm-opt rejects the module.
+WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+                  --enable-mutable-globals
+# Size budgets (bytes), enforced by the build: each module must fit its own ConfigMap
+# (< 1 MiB) with room to spare; the numbers come from the issues.
+WASM_BUDGET_security-headers := 250000
+WASM_BUDGET_jwt-authz := 700000
+WASM_BUDGET_ratelimit-tagger := 350000
+
+wasm-opt:
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binaryen >/dev/null; }
+
+wasm: rust-target wasm-opt
 	@$(CARGO) build --quiet --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES))
-	@mkdir -p $(DIST)
+	@mkdir -p $(DIST) $(ROOT)/envoyfilter-manifests/modules
 	@for f in $(FILTERS); do \
-	  src=$(WASM_OUT)/$${f//-/_}.wasm; \
-	  cp "$$src" $(DIST)/$$f.wasm; \
+	  wasm-opt $(WASM_OPT_FLAGS) $(WASM_OUT)/$${f//-/_}.wasm -o $(DIST)/$$f.wasm; \
 	  (cd $(DIST) && sha256sum $$f.wasm > $$f.wasm.sha256); \
-	  printf '%-28s %8d bytes  sha256 %s\n' "dist/$$f.wasm" "$$(stat -c %s $(DIST)/$$f.wasm)" "$$(cut -d' ' -f1 $(DIST)/$$f.wasm.sha256)"; \
+	  cp $(DIST)/$$f.wasm $(ROOT)/envoyfilter-manifests/modules/; \
+	  size=$$(stat -c %s $(DIST)/$$f.wasm); \
+	  printf '%-28s %8d bytes  sha256 %s\n' "dist/$$f.wasm" "$$size" "$$(cut -d' ' -f1 $(DIST)/$$f.wasm.sha256)"; \
 	done
+	@$(foreach f,$(FILTERS),s=$$(stat -c %s $(DIST)/$(f).wasm); \
+	  [ $$s -le $(WASM_BUDGET_$(f)) ] || { echo "dist/$(f).wasm is $$s bytes, over its $(WASM_BUDGET_$(f))-byte budget"; exit 1; };)
 
 ## ---------------------------------------------------------------- test
 
@@ -90,17 +107,17 @@ fmt-check:
 	@$(CARGO) fmt --all -- --check
 
 clippy: rust-target
-	@$(CARGO) clippy --quiet --workspace --all-targets -- -D warnings
+	@$(CARGO) clippy --quiet --workspace --all-targets --all-features -- -D warnings
 	@$(CARGO) clippy --quiet --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
 
 unit:
-	@$(CARGO) test --quiet -p gateway-core $(addprefix -p ,$(FILTERS))
+	@$(CARGO) test --quiet -p gateway-core --all-features $(addprefix -p ,$(FILTERS))
 
 sim-test: wasm
 	@$(CARGO) test --quiet -p proxy-wasm-sim
 
 envoy-test: wasm envoy
-	@$(CARGO) test --quiet -p envoy-harness
+	@$(CARGO) test --quiet -p envoy-harness -p rls-peer
 
 bench: wasm envoy tools
 	@$(CARGO) run --quiet --release -p envoy-harness --bin bench -- --out $(BUILD)/bench
@@ -110,7 +127,9 @@ bench: wasm envoy tools
 # Strict Kubernetes 1.33 JSON schemas (v1.33.0-local-strict) ship inside this PyPI wheel.
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 MANIFEST_STAMP := $(BUILD)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
-MANIFEST_DIRS := istio istio/argocd
+MANIFEST_DIRS := istio istio/argocd envoyfilter-manifests
+# The modules envoyfilter-manifests/ packages from dist/ (one ConfigMap each).
+ENVOYFILTER_MODULES := security-headers jwt-authz ratelimit-tagger
 
 .PHONY: manifest-deps promtool-dep manifests-test manifest-schemas
 
@@ -128,11 +147,22 @@ $(MANIFEST_STAMP):
 promtool-dep:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
-# Render istio/ (kustomize subset), strict schemas (core + CRD), Rego policies and their
-# tests, promtool check + unit tests (every alert fires and stays silent in a test).
-manifests-test: manifest-deps promtool-dep
+# Render istio/ and envoyfilter-manifests/ (kustomize subset), strict schemas (core + CRD),
+# Rego policies and their tests, promtool check + unit tests (every alert fires and stays
+# silent in a test).
+#
+# envoyfilter-manifests/ packages dist/*.wasm, so the modules are built first (`wasm`), and
+# `envoyfilter-check` runs the order contract, the module ConfigMap checks (< 1 MiB, sha256
+# recorded = dist/<m>.wasm.sha256, mounted) and real Envoy (`--mode validate`) on the patched
+# configuration. A module `wasm` does not build yet (not in FILTERS) must already be in dist/.
+manifests-test: manifest-deps promtool-dep wasm envoy
+	@for m in $(ENVOYFILTER_MODULES); do \
+	  test -f $(DIST)/$$m.wasm -a -f $(DIST)/$$m.wasm.sha256 || \
+	    { echo "dist/$$m.wasm (+ .sha256) missing: envoyfilter-manifests/ packages it; build it first"; exit 1; }; \
+	done
 	@$(CARGO) test --quiet -p manifest-check
 	@$(CARGO) run --quiet -p manifest-check -- validate $(MANIFEST_DIRS)
+	@$(CARGO) run --quiet -p manifest-check -- envoyfilter-check envoyfilter-manifests istio
 	@$(CARGO) run --quiet -p manifest-check -- policy-test policy
 	@rm -rf $(BUILD)/promtool
 	@$(CARGO) run --quiet -p manifest-check -- promtool-prep istio istio/monitoring/tests $(BUILD)/promtool
@@ -145,8 +175,30 @@ manifest-schemas: manifest-deps
 
 ## ---------------------------------------------------------------- local gateway
 
+# Foreground; Ctrl-C stops Envoy, the mocks, the JWKS and the rate-limit service. Ports:
+# GATEWAY_HTTPS_PORT (8443), GATEWAY_HTTP_PORT (8080), GATEWAY_READINESS_PORT (15021),
+# GATEWAY_STATS_PORT (15090). Dev CA and issuer key in build/local-gateway/. A dev build
+# (dependencies are optimised in dev builds): the release profile's LTO would add minutes.
 run: wasm envoy
-	@$(CARGO) run --quiet --release -p envoy-harness --bin local-gateway
+	@$(CARGO) run --quiet -p envoy-harness --bin local-gateway
+
+# A token from the local gateway's dev issuer, e.g.
+#   curl --cacert build/local-gateway/ca.pem -H "authorization: Bearer $$(make -s token SCOPE=trade:read)" ...
+# SUB, SCOPE, AUD (default: the first scope's service), TTL (seconds; negative = expired),
+# ISS, KID (another kid = unknown key), NBF and AUTH_TIME (seconds relative to now), ACR.
+SUB ?=
+SCOPE ?=
+AUD ?=
+TTL ?=
+ISS ?=
+KID ?=
+NBF ?=
+AUTH_TIME ?=
+ACR ?=
+token:
+	@$(CARGO) run --quiet -p envoy-harness --bin dev-token -- --sub '$(SUB)' --scope '$(SCOPE)' \
+	  --aud '$(AUD)' --ttl '$(TTL)' --iss '$(ISS)' --kid '$(KID)' --nbf '$(NBF)' \
+	  --auth-time '$(AUTH_TIME)' --acr '$(ACR)'
 
 clean:
 	rm -rf $(BUILD) $(DIST) target

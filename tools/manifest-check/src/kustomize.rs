@@ -7,7 +7,9 @@
 //!
 //! Supported: `resources` (files and directories with their own kustomization),
 //! `namespace`, `labels` (`pairs`, `includeSelectors: false`, `includeTemplates`),
-//! `commonAnnotations`, `configMapGenerator` (`files`, `literals`, `options.labels`,
+//! `commonAnnotations`, `configMapGenerator` (`files` — non-UTF-8 files become
+//! `binaryData`, and files outside the kustomization are allowed as with
+//! `--load-restrictor LoadRestrictionsNone` —, `literals`, `options.labels`,
 //! `options.annotations`, `options.disableNameSuffixHash: true`) and
 //! `generatorOptions.disableNameSuffixHash: true`.
 
@@ -254,14 +256,25 @@ fn config_maps(dir: &Path, k: &Map<String, Value>, kfile: &Path) -> Result<Vec<V
             );
         }
         let mut data = Map::new();
+        let mut binary = Map::new();
         for f in str_list(go.get("files"), kfile, "files")? {
             let (key, rel) = match f.split_once('=') {
                 Some((k, p)) => (k.to_owned(), p.to_owned()),
                 None => (file_name(&f), f.clone()),
             };
+            // Like kubectl's `--load-restrictor LoadRestrictionsNone`: a file may live
+            // outside the kustomization (envoyfilter-manifests/ reads ../dist/*.wasm).
             let p: PathBuf = dir.join(rel);
-            let content = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
-            data.insert(key, json!(content));
+            let bytes = std::fs::read(&p).with_context(|| p.display().to_string())?;
+            // kustomize: UTF-8 content goes to `data`, anything else to `binaryData`.
+            match String::from_utf8(bytes) {
+                Ok(text) => {
+                    data.insert(key, json!(text));
+                }
+                Err(e) => {
+                    binary.insert(key, json!(kustomize_base64(e.as_bytes())));
+                }
+            }
         }
         for l in str_list(go.get("literals"), kfile, "literals")? {
             let (key, v) = l
@@ -278,11 +291,41 @@ fn config_maps(dir: &Path, k: &Map<String, Value>, kfile: &Path) -> Result<Vec<V
                 merge_into(&mut meta, field, m);
             }
         }
-        out.push(
-            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data }),
-        );
+        let mut cm = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta });
+        if let Some(m) = cm.as_object_mut() {
+            // kustomize omits an empty `data` when the generator only has binary files.
+            if !data.is_empty() || binary.is_empty() {
+                m.insert("data".into(), Value::Object(data));
+            }
+            if !binary.is_empty() {
+                m.insert("binaryData".into(), Value::Object(binary));
+            }
+        }
+        out.push(cm);
     }
     Ok(out)
+}
+
+/// Standard base64 in lines of 70 characters, each ending in `\n`, exactly as kustomize
+/// writes `binaryData` (the API server's decoder ignores the line breaks).
+pub fn kustomize_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::with_capacity(enc.len() + enc.len() / 70 + 1);
+    for chunk in enc.as_bytes().chunks(70) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out
+}
+
+/// Decodes a `binaryData` value (line breaks allowed).
+pub fn decode_binary(value: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| anyhow!("binaryData is not base64: {e}"))
 }
 
 fn file_name(p: &str) -> String {

@@ -2,9 +2,11 @@
 //! object against the strict schema of its kind, and run the Rego policies. See the crate
 //! README for where each schema comes from.
 
+pub mod envoyfilter;
 pub mod kustomize;
 pub mod policy;
 pub mod promtool;
+pub mod ratelimit;
 pub mod schemas;
 
 use std::path::{Path, PathBuf};
