@@ -26,7 +26,7 @@ WASM_OUT := $(ROOT)/target/$(WASM_TARGET)/release
 # Filters shipped in dist/ (crate name == file name).
 FILTERS := security-headers jwt-authz ratelimit-tagger
 # Test-only modules (never shipped): exercise simulator features the filters do not use yet.
-FIXTURES := abi-probe
+FIXTURES := abi-probe noop-filter
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never

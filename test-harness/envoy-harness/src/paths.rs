@@ -53,3 +53,14 @@ pub fn envoy_bin() -> Result<PathBuf> {
         )))
     }
 }
+
+/// A test-only module (`test-harness/fixtures/<name>`, crate name == `name`) as `make wasm`
+/// builds it: `$SVC_GATEWAY_FIXTURES/<name with _>.wasm`, by default
+/// `target/wasm32-wasip1/release/`. Whether it exists is the caller's business.
+pub fn fixture_wasm(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SVC_GATEWAY_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target/wasm32-wasip1/release"),
+    };
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}

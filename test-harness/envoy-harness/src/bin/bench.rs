@@ -15,6 +15,12 @@
 //! A suite is a list of filter chains; jwt-authz and ratelimit-tagger add theirs to
 //! [`suites`] and get a `<out>/<suite>.json` of their own.
 //!
+//! The security-headers suite carries two references besides `bare`: `native-headers`
+//! (the same headers set and removed by Envoy's route configuration, checked to match the
+//! filter's response exactly: the price of the headers themselves) and `noop-wasm` (the
+//! `test-harness/fixtures/noop-filter` module, when `make wasm` has built it: the price of
+//! any wasm filter in V8). A filter cannot be cheaper than either.
+//!
 //! ```text
 //! bench --out build/bench [--duration 2] [--connections 16] [--rounds 12] [--warmup 2]
 //!       [--suite security-headers] [--enforce-budget]
@@ -55,6 +61,8 @@ struct Scenario {
     name: String,
     /// Filters before the router.
     http_filters: Vec<Value>,
+    /// Extra fields of the listener's `route_config` (Envoy's own header manipulation).
+    route_config: Vec<(&'static str, Value)>,
     /// A response header that proves the chain is the one we think (checked before load).
     marker: Marker,
 }
@@ -62,6 +70,9 @@ struct Scenario {
 enum Marker {
     Absent(&'static str),
     Present(&'static str),
+    /// Exactly the response headers (names, values, order aside; `date` ignored) of the
+    /// named scenario: the native reference must do what the filter does, no more, no less.
+    SameHeadersAs(&'static str),
     /// Any module given on the command line: only the 200 is checked.
     Unchecked,
 }
@@ -88,23 +99,131 @@ fn suites() -> Result<Vec<Suite>> {
     let bare = Scenario {
         name: "bare".to_owned(),
         http_filters: Vec::new(),
+        route_config: Vec::new(),
         marker: Marker::Absent("x-content-type-options"),
     };
+    // The honest reference for security-headers: the same headers set and removed by
+    // Envoy itself (route configuration, no wasm). What it costs over `bare` is the price
+    // of bigger responses, which no filter can avoid; the rest is the filter's own.
+    let native_headers = Scenario {
+        name: "native-headers".to_owned(),
+        http_filters: Vec::new(),
+        route_config: native_security_headers(),
+        marker: Marker::SameHeadersAs("security-headers"),
+    };
+    // The floor of any wasm filter: a module that does nothing (only when built).
+    let noop = noop_filter().map(|path| Scenario {
+        name: "noop-wasm".to_owned(),
+        http_filters: vec![WasmFilter::new("noop-filter", path, "").to_value()],
+        route_config: Vec::new(),
+        marker: Marker::Absent("x-content-type-options"),
+    });
     let security_headers = Scenario {
         name: "security-headers".to_owned(),
         http_filters: vec![
             WasmFilter::from_dist("security-headers", r#"{"preset":"api"}"#)?.to_value(),
         ],
+        route_config: Vec::new(),
         marker: Marker::Present("x-content-type-options"),
     };
+    let scenarios = [
+        Some(bare),
+        Some(native_headers),
+        noop,
+        Some(security_headers),
+    ];
     Ok(vec![Suite {
         name: "security-headers",
-        scenarios: vec![bare, security_headers],
+        scenarios: scenarios.into_iter().flatten().collect(),
         budget: Some(Budget {
             scenario: "security-headers",
             min_ratio: 0.93,
         }),
     }])
+}
+
+/// The `api` preset of security-headers (`filters/gateway-core/src/security_headers/
+/// preset.rs`) as Envoy route configuration. `check_scenarios` proves, before any load,
+/// that it yields exactly the headers the filter yields.
+fn native_security_headers() -> Vec<(&'static str, Value)> {
+    const SET: &[(&str, &str)] = &[
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "permissions-policy",
+            "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), \
+             fullscreen=(), geolocation=(), gyroscope=(), hid=(), idle-detection=(), \
+             magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), \
+             publickey-credentials-get=(), screen-wake-lock=(), serial=(), sync-xhr=(), usb=(), \
+             web-share=(), xr-spatial-tracking=()",
+        ),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        ("cache-control", "no-store"),
+        ("x-permitted-cross-domain-policies", "none"),
+    ];
+    const IF_ABSENT: &[&str] = &["cache-control"];
+    const REMOVE: &[&str] = &[
+        "server",
+        "x-powered-by",
+        "x-aspnet-version",
+        "x-aspnetmvc-version",
+        "x-generator",
+        "x-runtime",
+        "x-version",
+        "x-backend-server",
+        "x-server",
+        "x-sourcemap",
+        "sourcemap",
+        "x-envoy-upstream-service-time",
+        "x-envoy-attempt-count",
+        "x-envoy-external-address",
+        "x-envoy-internal",
+        "x-envoy-overloaded",
+        "x-envoy-degraded",
+        "x-envoy-decorator-operation",
+        "x-envoy-ratelimited",
+        "x-envoy-peer-metadata",
+        "x-envoy-peer-metadata-id",
+    ];
+    let add: Vec<Value> = SET
+        .iter()
+        .map(|(key, value)| {
+            let action = if IF_ABSENT.contains(key) {
+                "ADD_IF_ABSENT"
+            } else {
+                "OVERWRITE_IF_EXISTS_OR_ADD"
+            };
+            json!({ "header": { "key": key, "value": value }, "append_action": action })
+        })
+        .collect();
+    vec![
+        ("response_headers_to_add", Value::Array(add)),
+        ("response_headers_to_remove", json!(REMOVE)),
+    ]
+}
+
+/// The no-op fixture module, when `make wasm` has built it.
+fn noop_filter() -> Option<PathBuf> {
+    let path = paths::fixture_wasm("noop-filter");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "bench: no {} (make wasm builds it): the noop-wasm scenario is skipped",
+            path.display()
+        );
+        None
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,6 +256,7 @@ fn run() -> Result<bool> {
             suite.scenarios.push(Scenario {
                 name: name.clone(),
                 http_filters: vec![WasmFilter::new(name, path, configuration.as_str()).to_value()],
+                route_config: Vec::new(),
                 marker: Marker::Unchecked,
             });
         }
@@ -159,9 +279,7 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         .enumerate()
         .map(|(index, _)| envoy.port(&format!("scenario{index}")))
         .collect::<Result<Vec<u16>>>()?;
-    for (scenario, port) in suite.scenarios.iter().zip(&ports) {
-        check_scenario(scenario, *port)?;
-    }
+    check_scenarios(&suite.scenarios, &ports)?;
 
     let planned = options.warmup.as_secs_f64() * suite.scenarios.len() as f64
         + options.duration.as_secs_f64() * (suite.scenarios.len() * options.rounds) as f64;
@@ -216,22 +334,45 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
 }
 
 /// One request per scenario before the load: the right chain answers, and answers 200.
-fn check_scenario(scenario: &Scenario, port: u16) -> Result<()> {
-    let response = client::get(port, REQUEST_PATH)?;
-    let ok = response.status == 200
-        && match scenario.marker {
-            Marker::Absent(name) => response.header(name).is_none(),
-            Marker::Present(name) => response.header(name).is_some(),
-            Marker::Unchecked => true,
-        };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::new(format!(
-            "scenario {} is not set up as intended: {} {:?}",
-            scenario.name, response.status, response.headers
-        )))
+fn check_scenarios(scenarios: &[Scenario], ports: &[u16]) -> Result<()> {
+    let responses = ports
+        .iter()
+        .map(|port| client::get(*port, REQUEST_PATH))
+        .collect::<Result<Vec<_>>>()?;
+    for (scenario, response) in scenarios.iter().zip(&responses) {
+        let ok = response.status == 200
+            && match scenario.marker {
+                Marker::Absent(name) => response.header(name).is_none(),
+                Marker::Present(name) => response.header(name).is_some(),
+                Marker::SameHeadersAs(other) => scenarios
+                    .iter()
+                    .zip(&responses)
+                    .find(|(candidate, _)| candidate.name == other)
+                    .is_some_and(|(_, expected)| {
+                        comparable_headers(expected) == comparable_headers(response)
+                    }),
+                Marker::Unchecked => true,
+            };
+        if !ok {
+            return Err(Error::new(format!(
+                "scenario {} is not set up as intended: {} {:?}",
+                scenario.name, response.status, response.headers
+            )));
+        }
     }
+    Ok(())
+}
+
+/// Response headers sorted, without `date` (it changes every second).
+fn comparable_headers(response: &client::Response) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| name != "date")
+        .cloned()
+        .collect();
+    headers.sort();
+    headers
 }
 
 /// The Envoy config: the backend listener, one listener per scenario, one cluster.
@@ -240,10 +381,17 @@ fn bench_config(scenarios: &[Scenario]) -> String {
     for (index, scenario) in scenarios.iter().enumerate() {
         let mut filters = scenario.http_filters.clone();
         filters.push(config::router());
+        // One `key: <inline JSON>` line per field, at route_config's indentation.
+        let route_config: String = scenario
+            .route_config
+            .iter()
+            .map(|(key, value)| format!("            {key}: {}\n", config::inline(value)))
+            .collect();
         listeners.push_str(
             &SCENARIO_LISTENER
                 .replace("@INDEX@", &index.to_string())
-                .replace("@FILTERS@", &config::inline_list(&filters)),
+                .replace("@FILTERS@", &config::inline_list(&filters))
+                .replace("@ROUTE_CONFIG@\n", &route_config),
         );
     }
     BENCH_BOOTSTRAP.replace("@SCENARIO_LISTENERS@", &listeners)
@@ -302,6 +450,7 @@ const SCENARIO_LISTENER: &str = r#"
           stat_prefix: scenario@INDEX@
           server_header_transformation: PASS_THROUGH
           route_config:
+@ROUTE_CONFIG@
             virtual_hosts:
             - name: scenario@INDEX@
               domains: ["*"]
