@@ -20,6 +20,7 @@ mod closed_port;
 pub mod config;
 mod envoy;
 mod error;
+pub mod local_gateway;
 mod mock;
 pub mod paths;
 

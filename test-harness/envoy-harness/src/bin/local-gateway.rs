@@ -1,53 +1,17 @@
-//! `make run`: the local gateway. Real Envoy on 127.0.0.1:8080 (`GATEWAY_HTTP_PORT`
-//! overrides the port) with security-headers in front of three mock upstreams, one per
-//! service of DESIGN.md §1. Ctrl-C (or SIGTERM) stops Envoy and the mocks.
+//! `make run`: the local gateway. Real Envoy configured from the manifests (`istio/`,
+//! `envoyfilter-manifests/`), the three filters, mock upstreams behind mTLS with a dev CA,
+//! a dev token issuer (JWKS) and the rate-limit service stand-in. Foreground; Ctrl-C (or
+//! SIGTERM) stops everything it started.
 //!
-//! First version: plain HTTP, and the Envoy config is written here. Later issues add TLS,
-//! jwt-authz, rate limiting, and take the configuration from the manifests instead.
+//! Ports (environment): `GATEWAY_HTTPS_PORT` (8443), `GATEWAY_HTTP_PORT` (8080, redirects
+//! to HTTPS), `GATEWAY_READINESS_PORT` (15021, `/healthz/ready`), `GATEWAY_STATS_PORT`
+//! (15090, `/stats/prometheus`). State (dev CA, issuer key): `build/local-gateway/`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use envoy_harness::config::{self, WasmFilter};
-use envoy_harness::{EnvoyProcess, Error, MockUpstream, Result};
-
-const DEFAULT_HTTP_PORT: u16 = 8080;
-
-/// Route prefix and the service behind it.
-const SERVICES: &[(&str, &str)] = &[
-    ("/api/v1/trade/", "svc-trading-api"),
-    ("/api/v1/wallet/", "svc-wallet"),
-    ("/api/v1/risk/", "svc-risk-control"),
-];
-
-const GATEWAY: &str = r#"
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: {{port:admin}}}}
-static_resources:
-  listeners:
-  - name: gateway
-    address: {socket_address: {address: 127.0.0.1, port_value: {{var:HTTP_PORT}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: gateway
-          # Otherwise Envoy writes `server: envoy` after every filter, where security-headers
-          # cannot remove it.
-          server_header_transformation: PASS_THROUGH
-          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-          route_config:
-            virtual_hosts:
-            - name: gateway
-              domains: ["*"]
-              routes: {{var:ROUTES}}
-          http_filters: {{var:FILTERS}}
-  clusters: {{var:CLUSTERS}}
-"#;
+use envoy_harness::local_gateway::{LocalGateway, Ports, STATE_DIR};
+use envoy_harness::{paths, EnvoyProcess, Error, Result};
 
 fn main() -> ExitCode {
     match run() {
@@ -60,65 +24,61 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let http_port = match std::env::var("GATEWAY_HTTP_PORT") {
-        Ok(port) => port
-            .parse::<u16>()
-            .map_err(|_| Error::new(format!("GATEWAY_HTTP_PORT={port:?} is not a port")))?,
-        Err(_) => DEFAULT_HTTP_PORT,
-    };
-
-    let mocks = SERVICES
-        .iter()
-        .map(|(_, service)| MockUpstream::start(service))
-        .collect::<Result<Vec<_>>>()?;
-    let routes: Vec<_> = SERVICES
-        .iter()
-        .map(|(prefix, service)| {
-            serde_json::json!({ "match": { "prefix": prefix }, "route": { "cluster": service } })
-        })
-        .collect();
-    let clusters: Vec<_> = mocks
-        .iter()
-        .map(|mock| config::loopback_cluster(mock.name(), mock.port()))
-        .collect();
-    let filters = [
-        WasmFilter::from_dist("security-headers", r#"{"preset":"api"}"#)?.to_value(),
-        config::router(),
-    ];
-
-    let mut envoy = EnvoyProcess::builder(GATEWAY)
-        .var("HTTP_PORT", http_port)
-        .var("ROUTES", config::inline_list(&routes))
-        .var("CLUSTERS", config::inline_list(&clusters))
-        .var("FILTERS", config::inline_list(&filters))
-        .start()
-        .map_err(|error| {
-            error.context(format!(
-                "is port {http_port} free? (set GATEWAY_HTTP_PORT to use another one)"
-            ))
-        })?;
+    let ports = Ports::from_env()?;
+    let state_dir = paths::repo_root().join(STATE_DIR);
+    let mut gateway = LocalGateway::start(ports.clone(), &state_dir).map_err(|error| {
+        error.context(
+            "starting the local gateway (ports busy? GATEWAY_HTTPS_PORT, GATEWAY_HTTP_PORT, \
+             GATEWAY_READINESS_PORT and GATEWAY_STATS_PORT choose others)",
+        )
+    })?;
+    let https = gateway.port(&ports, "https")?;
+    let http = gateway.port(&ports, "http")?;
+    let readiness = gateway.port(&ports, "readiness")?;
+    let stats = gateway.port(&ports, "stats")?;
+    let ca = gateway.ca_path.display().to_string();
 
     println!("svc-gateway (local) is up; Ctrl-C stops it.");
-    for ((prefix, service), mock) in SERVICES.iter().zip(&mocks) {
-        println!(
-            "  http://127.0.0.1:{http_port}{prefix}...  ->  {service} (mock on :{})",
-            mock.port()
-        );
+    println!("  HTTPS       https://127.0.0.1:{https}/  (any Host; routes of istio/routing/)");
+    println!("  HTTP        http://127.0.0.1:{http}/  -> 301 to HTTPS");
+    println!("  readiness   http://127.0.0.1:{readiness}/healthz/ready");
+    println!("  stats       http://127.0.0.1:{stats}/stats/prometheus");
+    println!("  dev CA      {ca}");
+    for upstream in &gateway.upstreams {
+        let replicas: Vec<String> = upstream
+            .replicas
+            .iter()
+            .map(|r| format!("mTLS :{} -> mock :{}", r.front.port(), r.mock.port()))
+            .collect();
+        println!("  upstream    {} ({})", upstream.host, replicas.join(", "));
     }
-    println!("  admin:      http://127.0.0.1:{}/", envoy.admin_port());
-    println!("  Envoy log:  {}", envoy.log_path().display());
-    println!("  try:        curl -i http://127.0.0.1:{http_port}/api/v1/trade/orders");
+    println!(
+        "  rate limit  rls-peer on :{} ({})",
+        gateway.rate_limit_service.port(),
+        envoy_harness::local_gateway::RATELIMIT_CONFIG
+    );
+    println!(
+        "  issuer      {} (JWKS on :{}, kid {})",
+        envoy_harness::local_gateway::dev_issuer::DEV_ISSUER,
+        gateway.jwks_port(),
+        gateway.issuer.kid()
+    );
+    println!("  Envoy log   {}", gateway.envoy.log_path().display());
+    println!(
+        "  try         curl --cacert {ca} -H \"authorization: Bearer $(make -s token SCOPE=trade:read)\" \
+         https://127.0.0.1:{https}/api/v1/trade/orders"
+    );
 
-    let reason = wait_for_shutdown(&mut envoy)?;
+    let reason = wait_for_shutdown(&mut gateway.envoy)?;
     println!("local-gateway: {reason}; stopping");
-    envoy.stop();
+    gateway.envoy.stop();
     if reason.starts_with("Envoy exited") {
-        let log = envoy.log();
+        let log = gateway.envoy.log();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         return Err(Error::new(reason));
     }
-    drop(mocks);
+    drop(gateway);
     Ok(())
 }
 
