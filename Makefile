@@ -43,6 +43,7 @@ help:
 	@echo "make run      local gateway (real Envoy + filters)"
 	@echo "make test     every check CI runs"
 	@echo "make wasm     build dist/<filter>.wasm"
+	@echo "make token    a dev token for the local gateway (SUB, SCOPE, AUD, TTL, ISS, KID, NBF, AUTH_TIME)"
 	@echo "make bench    throughput ratios through real Envoy (JSON under build/bench)"
 
 ## ---------------------------------------------------------------- set-up
