@@ -9,7 +9,7 @@
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-.DEFAULT_GOAL := help
+.DEFAULT_GOAL := run
 
 ROOT := $(abspath .)
 BUILD := $(ROOT)/build

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use gateway_core::build_info::{BuildInfo, ConfigHash};
+use gateway_core::build_info::BuildInfo;
 use gateway_core::error_body;
 use gateway_core::jwt::{
     Authorization, CacheUse, Denial, DenyReason, FallbackVerifier, HostSignatureVerifier, IssuerId,
@@ -503,71 +503,52 @@ impl Context for JwtAuthzRoot {
 
 impl RootContext for JwtAuthzRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        log::info!("#{} {}", self.context_id, BUILD.vm_started());
+        filter_glue::log_vm_started(&BUILD, self.context_id);
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let runtime = self.runtime();
-        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(config) => config.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "#{} {}: cannot read the configuration: {status:?}",
-                    self.context_id,
-                    BUILD
-                );
-                runtime.metrics.count(Event::ConfigRejected);
-                return false;
-            }
-        };
-        let hash = ConfigHash::of(&config);
-        let parsed = match JwtAuthzConfig::from_json(&config) {
-            Ok(parsed) => parsed,
-            Err(error) => {
-                // Envoy refuses this configuration and keeps serving the previous one.
-                log::error!(
-                    "#{} {}",
-                    self.context_id,
-                    BUILD.config_rejected(&hash, &error)
-                );
-                runtime.metrics.count(Event::ConfigRejected);
-                return false;
-            }
+        let configs_rejected = runtime.metrics.configs_rejected;
+        let Some(loaded) = filter_glue::load_configuration(
+            &BUILD,
+            self.context_id,
+            configs_rejected,
+            JwtAuthzConfig::from_json,
+        ) else {
+            // Envoy refuses this configuration and keeps serving the previous one.
+            return false;
         };
         let host_crypto = HostCrypto::probe();
         if let Some((field, algorithm)) =
-            unverifiable_algorithm(&parsed, host_crypto.is_available())
+            unverifiable_algorithm(&loaded.config, host_crypto.is_available())
         {
             let problem = format!(
                 "{field}: {algorithm} cannot be verified by this build on this host \
                  (in the module: ES256, EdDSA, HS256; with Envoy's verify_signature also \
                  RS256, RS384, RS512, ES384)"
             );
-            log::error!(
-                "#{} {}",
+            filter_glue::reject(
+                &BUILD,
                 self.context_id,
-                BUILD.config_rejected(&hash, &problem)
+                &loaded.hash,
+                &problem,
+                configs_rejected,
             );
-            runtime.metrics.count(Event::ConfigRejected);
             return false;
         }
         let now = now_millis() / 1000;
-        let plugin = Rc::new(Plugin::new(parsed, host_crypto, now));
+        let plugin = Rc::new(Plugin::new(loaded.config, host_crypto, now));
         // Keys another VM (or this VM's previous configuration) already fetched are used at
         // once; the first tick fetches whatever is still missing.
         for issuer in 0..plugin.config.issuers.len() {
             plugin.adopt_shared_keys(issuer, now);
         }
-        log::info!(
-            "#{} {}",
-            self.context_id,
-            BUILD.configured(&hash, &plugin.summary())
-        );
+        filter_glue::log_configured(&BUILD, self.context_id, &loaded.hash, &plugin.summary());
         *runtime.plugin.borrow_mut() = Some(plugin);
         // Requests that waited under the previous configuration are decided by this one.
         self.settle_waiting(&runtime, |_| true, now_millis());
-        runtime.metrics.set_info();
+        runtime.metrics.info.set_info();
         self.set_tick(URGENT_TICK);
         true
     }

@@ -1,9 +1,8 @@
 //! The filter's metrics. Envoy shows them under the `wasmcustom.` namespace in `/stats`
 //! and without any prefix in `/stats/prometheus`.
 
+use filter_glue::{Counter, Gauge};
 use gateway_core::jwt::DenyReason;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
 pub mod names {
     pub const ALLOWED: &str = "jwt_authz_allowed_total";
@@ -97,20 +96,21 @@ pub fn denied_metric_name(reason: DenyReason) -> String {
     format!("{}{}_total", names::DENIED_PREFIX, reason.label())
 }
 
-/// Metric ids; a metric whose definition failed is `None` and silently not counted.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Metrics {
-    allowed: Option<u32>,
-    allowed_anonymous: Option<u32>,
-    denied: [Option<u32>; DENY_REASONS.len()],
-    cache_hits: Option<u32>,
-    cache_misses: Option<u32>,
-    unknown_kid_waits: Option<u32>,
-    jwks_fetches_ok: Option<u32>,
-    jwks_fetches_failed: Option<u32>,
-    configs_rejected: Option<u32>,
-    jwks_age_seconds: Option<u32>,
-    info: Option<u32>,
+    allowed: Counter,
+    allowed_anonymous: Counter,
+    denied: [Counter; DENY_REASONS.len()],
+    cache_hits: Counter,
+    cache_misses: Counter,
+    unknown_kid_waits: Counter,
+    jwks_fetches_ok: Counter,
+    jwks_fetches_failed: Counter,
+    /// Counted by `on_configure` through [`filter_glue`].
+    pub configs_rejected: Counter,
+    jwks_age_seconds: Gauge,
+    /// Set by `on_configure` through [`filter_glue`].
+    pub info: Gauge,
 }
 
 /// Which counter to move.
@@ -124,61 +124,49 @@ pub enum Event {
     UnknownKidWait,
     JwksFetchOk,
     JwksFetchFailed,
-    ConfigRejected,
 }
 
 // === impl Metrics ===
 
 impl Metrics {
     pub fn define() -> Self {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
-        let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Self {
-            allowed: counter(names::ALLOWED),
-            allowed_anonymous: counter(names::ALLOWED_ANONYMOUS),
+            allowed: Counter::define(names::ALLOWED),
+            allowed_anonymous: Counter::define(names::ALLOWED_ANONYMOUS),
             // Defined up front so every reason exports a zero before its first denial:
             // alerts on rate() work from the start.
-            denied: DENY_REASONS.map(|reason| counter(&denied_metric_name(reason))),
-            cache_hits: counter(names::CACHE_HITS),
-            cache_misses: counter(names::CACHE_MISSES),
-            unknown_kid_waits: counter(names::UNKNOWN_KID_WAITS),
-            jwks_fetches_ok: counter(names::JWKS_FETCHES_OK),
-            jwks_fetches_failed: counter(names::JWKS_FETCHES_FAILED),
-            configs_rejected: counter(names::CONFIGS_REJECTED),
-            jwks_age_seconds: gauge(names::JWKS_AGE_SECONDS),
-            info: gauge(names::INFO),
+            denied: DENY_REASONS.map(|reason| Counter::define(&denied_metric_name(reason))),
+            cache_hits: Counter::define(names::CACHE_HITS),
+            cache_misses: Counter::define(names::CACHE_MISSES),
+            unknown_kid_waits: Counter::define(names::UNKNOWN_KID_WAITS),
+            jwks_fetches_ok: Counter::define(names::JWKS_FETCHES_OK),
+            jwks_fetches_failed: Counter::define(names::JWKS_FETCHES_FAILED),
+            configs_rejected: Counter::define(names::CONFIGS_REJECTED),
+            jwks_age_seconds: Gauge::define(names::JWKS_AGE_SECONDS),
+            info: Gauge::define(names::INFO),
         }
     }
 
     pub fn count(&self, event: Event) {
-        let id = match event {
+        let counter = match event {
             Event::Allowed => self.allowed,
             Event::AllowedAnonymous => self.allowed_anonymous,
-            Event::Denied(reason) => self.denied.get(deny_slot(reason)).copied().flatten(),
+            Event::Denied(reason) => self
+                .denied
+                .get(deny_slot(reason))
+                .copied()
+                .unwrap_or_default(),
             Event::CacheHit => self.cache_hits,
             Event::CacheMiss => self.cache_misses,
             Event::UnknownKidWait => self.unknown_kid_waits,
             Event::JwksFetchOk => self.jwks_fetches_ok,
             Event::JwksFetchFailed => self.jwks_fetches_failed,
-            Event::ConfigRejected => self.configs_rejected,
         };
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+        counter.increment();
     }
 
     pub fn set_jwks_age(&self, seconds: u64) {
-        if let Some(id) = self.jwks_age_seconds {
-            let _ = hostcalls::record_metric(id, seconds);
-        }
-    }
-
-    /// Every worker VM records 1 into the same gauge, so it reads 1 once any worker runs a
-    /// valid configuration of this filter.
-    pub fn set_info(&self) {
-        if let Some(id) = self.info {
-            let _ = hostcalls::record_metric(id, 1);
-        }
+        self.jwks_age_seconds.record(seconds);
     }
 }
 

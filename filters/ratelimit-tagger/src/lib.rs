@@ -14,7 +14,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use gateway_core::build_info::{BuildInfo, ConfigHash};
+use filter_glue::{Counter, Gauge};
+use gateway_core::build_info::BuildInfo;
 use gateway_core::error_body::{self, ErrorBody};
 use gateway_core::ratelimit::response_headers::{
     RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER, RETRY_AFTER_HEADER,
@@ -25,7 +26,7 @@ use gateway_core::ratelimit::{
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 const BUILD: BuildInfo = BuildInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
 
@@ -87,7 +88,7 @@ struct Tagger {
     /// `["filter_state", "wasm.<verifiedSubjectProperty>"]`, see the README.
     subject_property_path: [String; 2],
     /// Per-class counters, in `RouteTable::class_names` order.
-    descriptors_by_class: Vec<(String, Option<u32>)>,
+    descriptors_by_class: Vec<(String, Counter)>,
 }
 
 struct TaggerStream {
@@ -98,17 +99,16 @@ struct TaggerStream {
     metrics: Option<Rc<Metrics>>,
 }
 
-/// Metric ids; a metric whose definition failed is `None` and silently not counted.
 struct Metrics {
-    info: Option<u32>,
-    configs_rejected: Option<u32>,
-    spoofed_headers_stripped: Option<u32>,
-    requests_rejected: Option<u32>,
-    rate_limited_responses: Option<u32>,
-    untranslated_responses: Option<u32>,
+    info: Gauge,
+    configs_rejected: Counter,
+    spoofed_headers_stripped: Counter,
+    requests_rejected: Counter,
+    rate_limited_responses: Counter,
+    untranslated_responses: Counter,
     /// Defined on first use: the reasons are core labels, and defining a name per request
     /// would grow Envoy's metric table (every definition gets a new id).
-    fallbacks_by_reason: RefCell<Vec<(&'static str, Option<u32>)>>,
+    fallbacks_by_reason: RefCell<Vec<(&'static str, Counter)>>,
 }
 
 // === impl TaggerRoot ===
@@ -117,7 +117,7 @@ impl Context for TaggerRoot {}
 
 impl RootContext for TaggerRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        log::info!("#{} {}", self.context_id, BUILD.vm_started());
+        filter_glue::log_vm_started(&BUILD, self.context_id);
         true
     }
 
@@ -126,42 +126,24 @@ impl RootContext for TaggerRoot {
             self.metrics
                 .get_or_insert_with(|| Rc::new(Metrics::define())),
         );
-        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(config) => config.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "#{} {}: cannot read the configuration: {status:?}",
-                    self.context_id,
-                    BUILD
-                );
-                Metrics::add(metrics.configs_rejected, 1);
-                return false;
-            }
+        let Some(loaded) = filter_glue::load_configuration(
+            &BUILD,
+            self.context_id,
+            metrics.configs_rejected,
+            TaggerConfig::from_json,
+        ) else {
+            // Envoy refuses this configuration and keeps serving the previous one.
+            return false;
         };
-        let hash = ConfigHash::of(&config);
-        match TaggerConfig::from_json(&config) {
-            Ok(config) => {
-                log::info!(
-                    "#{} {}",
-                    self.context_id,
-                    BUILD.configured(&hash, &summary(&config))
-                );
-                self.tagger = Some(Rc::new(Tagger::new(config)));
-                metrics.set_info();
-                true
-            }
-            Err(error) => {
-                // Returning false makes Envoy refuse this configuration and keep serving the
-                // previous one; the info gauge is left alone for the same reason.
-                log::error!(
-                    "#{} {}",
-                    self.context_id,
-                    BUILD.config_rejected(&hash, &error)
-                );
-                Metrics::add(metrics.configs_rejected, 1);
-                false
-            }
-        }
+        filter_glue::log_configured(
+            &BUILD,
+            self.context_id,
+            &loaded.hash,
+            &summary(&loaded.config),
+        );
+        self.tagger = Some(Rc::new(Tagger::new(loaded.config)));
+        metrics.info.set_info();
+        true
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -206,10 +188,7 @@ impl Tagger {
             .into_iter()
             .map(|class| {
                 let name = format!("{}.class.{class}", metric_names::DESCRIPTORS_EMITTED);
-                (
-                    class.to_owned(),
-                    hostcalls::define_metric(MetricType::Counter, &name).ok(),
-                )
+                (class.to_owned(), Counter::define(&name))
             })
             .collect();
         // jwt-authz writes `set_property([<name>])`, which Envoy stores as the filter-state
@@ -225,11 +204,12 @@ impl Tagger {
         }
     }
 
-    fn class_counter(&self, class: &str) -> Option<u32> {
+    fn class_counter(&self, class: &str) -> Counter {
         self.descriptors_by_class
             .iter()
             .find(|(name, _)| name == class)
-            .and_then(|(_, id)| *id)
+            .map(|(_, counter)| *counter)
+            .unwrap_or_default()
     }
 }
 
@@ -383,7 +363,7 @@ impl TaggerStream {
             }
         }
         let class = tags.classification.class.name();
-        Metrics::add(tagger.class_counter(class), 1);
+        tagger.class_counter(class).increment();
         for label in tags.fallback_labels() {
             self.count_fallback(label);
         }
@@ -462,15 +442,15 @@ impl TaggerStream {
         }
     }
 
-    fn count(&self, metric: impl Fn(&Metrics) -> Option<u32>, count: usize) {
+    fn count(&self, metric: impl Fn(&Metrics) -> Counter, count: usize) {
         if let Some(metrics) = &self.metrics {
-            Metrics::add(metric(metrics), count);
+            metric(metrics).add(count);
         }
     }
 
     fn count_fallback(&self, reason: &'static str) {
         if let Some(metrics) = &self.metrics {
-            Metrics::add(metrics.fallback_counter(reason), 1);
+            metrics.fallback_counter(reason).increment();
         }
     }
 }
@@ -479,43 +459,27 @@ impl TaggerStream {
 
 impl Metrics {
     fn define() -> Self {
-        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
         Self {
-            info: hostcalls::define_metric(MetricType::Gauge, metric_names::INFO).ok(),
-            configs_rejected: counter(metric_names::CONFIGS_REJECTED),
-            spoofed_headers_stripped: counter(metric_names::SPOOFED_HEADERS_STRIPPED),
-            requests_rejected: counter(metric_names::REQUESTS_REJECTED),
-            rate_limited_responses: counter(metric_names::RATE_LIMITED_RESPONSES),
-            untranslated_responses: counter(metric_names::UNTRANSLATED_RESPONSES),
+            info: Gauge::define(metric_names::INFO),
+            configs_rejected: Counter::define(metric_names::CONFIGS_REJECTED),
+            spoofed_headers_stripped: Counter::define(metric_names::SPOOFED_HEADERS_STRIPPED),
+            requests_rejected: Counter::define(metric_names::REQUESTS_REJECTED),
+            rate_limited_responses: Counter::define(metric_names::RATE_LIMITED_RESPONSES),
+            untranslated_responses: Counter::define(metric_names::UNTRANSLATED_RESPONSES),
             fallbacks_by_reason: RefCell::new(Vec::new()),
         }
     }
 
-    fn fallback_counter(&self, reason: &'static str) -> Option<u32> {
+    fn fallback_counter(&self, reason: &'static str) -> Counter {
         let Ok(mut known) = self.fallbacks_by_reason.try_borrow_mut() else {
-            return None;
+            return Counter::default();
         };
-        if let Some((_, id)) = known.iter().find(|(label, _)| *label == reason) {
-            return *id;
+        if let Some((_, counter)) = known.iter().find(|(label, _)| *label == reason) {
+            return *counter;
         }
         let name = format!("{}.reason.{reason}", metric_names::IDENTITY_FALLBACKS);
-        let id = hostcalls::define_metric(MetricType::Counter, &name).ok();
-        known.push((reason, id));
-        id
-    }
-
-    /// Counters only move forward and Envoy rejects a zero increment, so zero is skipped.
-    fn add(metric: Option<u32>, count: usize) {
-        if let (Some(id), Ok(delta @ 1..)) = (metric, i64::try_from(count)) {
-            let _ = hostcalls::increment_metric(id, delta);
-        }
-    }
-
-    /// Every worker VM records 1 into the same gauge, so it reads 1 once any worker runs a
-    /// valid configuration of this filter.
-    fn set_info(&self) {
-        if let Some(id) = self.info {
-            let _ = hostcalls::record_metric(id, 1);
-        }
+        let counter = Counter::define(&name);
+        known.push((reason, counter));
+        counter
     }
 }

@@ -12,13 +12,14 @@
 
 use std::rc::Rc;
 
-use gateway_core::build_info::{BuildInfo, ConfigHash};
+use filter_glue::{Counter, Gauge};
+use gateway_core::build_info::BuildInfo;
 use gateway_core::security_headers::{
     path_without_query, HeaderOperation, ResponseDecision, SecurityHeadersPolicy,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 const BUILD: BuildInfo = BuildInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
 
@@ -58,15 +59,14 @@ struct SecurityHeadersStream {
     request_path: Option<Vec<u8>>,
 }
 
-/// Metric ids; a metric whose definition failed is `None` and silently not counted.
 #[derive(Clone, Copy, Debug, Default)]
 struct Metrics {
-    responses_hardened: Option<u32>,
-    headers_set: Option<u32>,
-    headers_removed: Option<u32>,
-    upstream_values_kept: Option<u32>,
-    configs_rejected: Option<u32>,
-    info: Option<u32>,
+    responses_hardened: Counter,
+    headers_set: Counter,
+    headers_removed: Counter,
+    upstream_values_kept: Counter,
+    configs_rejected: Counter,
+    info: Gauge,
 }
 
 // === impl SecurityHeadersRoot ===
@@ -75,48 +75,30 @@ impl Context for SecurityHeadersRoot {}
 
 impl RootContext for SecurityHeadersRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        log::info!("#{} {}", self.context_id, BUILD.vm_started());
+        filter_glue::log_vm_started(&BUILD, self.context_id);
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let metrics = *self.metrics.get_or_insert_with(Metrics::define);
-        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(config) => config.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "#{} {}: cannot read the configuration: {status:?}",
-                    self.context_id,
-                    BUILD
-                );
-                Metrics::add(metrics.configs_rejected, 1);
-                return false;
-            }
+        let Some(loaded) = filter_glue::load_configuration(
+            &BUILD,
+            self.context_id,
+            metrics.configs_rejected,
+            SecurityHeadersPolicy::from_json,
+        ) else {
+            // Envoy refuses this configuration and keeps serving the previous one.
+            return false;
         };
-        let hash = ConfigHash::of(&config);
-        match SecurityHeadersPolicy::from_json(&config) {
-            Ok(policy) => {
-                log::info!(
-                    "#{} {}",
-                    self.context_id,
-                    BUILD.configured(&hash, &policy.summary())
-                );
-                self.policy = Some(Rc::new(policy));
-                metrics.set_info();
-                true
-            }
-            Err(error) => {
-                // Returning false makes Envoy refuse this configuration and keep serving
-                // the previous one; the info gauge is left alone for the same reason.
-                log::error!(
-                    "#{} {}",
-                    self.context_id,
-                    BUILD.config_rejected(&hash, &error)
-                );
-                Metrics::add(metrics.configs_rejected, 1);
-                false
-            }
-        }
+        filter_glue::log_configured(
+            &BUILD,
+            self.context_id,
+            &loaded.hash,
+            &loaded.config.summary(),
+        );
+        self.policy = Some(Rc::new(loaded.config));
+        metrics.info.set_info();
+        true
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -198,14 +180,13 @@ impl SecurityHeadersStream {
             }
         }
         if !decision.operations.is_empty() {
-            Metrics::add(self.metrics.responses_hardened, 1);
+            self.metrics.responses_hardened.increment();
         }
-        Metrics::add(self.metrics.headers_set, decision.headers_set());
-        Metrics::add(self.metrics.headers_removed, decision.headers_removed());
-        Metrics::add(
-            self.metrics.upstream_values_kept,
-            decision.upstream_values_kept,
-        );
+        self.metrics.headers_set.add(decision.headers_set());
+        self.metrics.headers_removed.add(decision.headers_removed());
+        self.metrics
+            .upstream_values_kept
+            .add(decision.upstream_values_kept);
     }
 }
 
@@ -213,29 +194,13 @@ impl SecurityHeadersStream {
 
 impl Metrics {
     fn define() -> Self {
-        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
         Self {
-            responses_hardened: counter(metric_names::RESPONSES_HARDENED),
-            headers_set: counter(metric_names::HEADERS_SET),
-            headers_removed: counter(metric_names::HEADERS_REMOVED),
-            upstream_values_kept: counter(metric_names::UPSTREAM_VALUES_KEPT),
-            configs_rejected: counter(metric_names::CONFIGS_REJECTED),
-            info: hostcalls::define_metric(MetricType::Gauge, metric_names::INFO).ok(),
-        }
-    }
-
-    /// Counters only move forward and Envoy rejects a zero increment, so zero is skipped.
-    fn add(metric: Option<u32>, count: usize) {
-        if let (Some(id), Ok(delta @ 1..)) = (metric, i64::try_from(count)) {
-            let _ = hostcalls::increment_metric(id, delta);
-        }
-    }
-
-    /// Every worker VM records 1 into the same gauge, so it reads 1 once any worker
-    /// runs a valid configuration of this filter.
-    fn set_info(&self) {
-        if let Some(id) = self.info {
-            let _ = hostcalls::record_metric(id, 1);
+            responses_hardened: Counter::define(metric_names::RESPONSES_HARDENED),
+            headers_set: Counter::define(metric_names::HEADERS_SET),
+            headers_removed: Counter::define(metric_names::HEADERS_REMOVED),
+            upstream_values_kept: Counter::define(metric_names::UPSTREAM_VALUES_KEPT),
+            configs_rejected: Counter::define(metric_names::CONFIGS_REJECTED),
+            info: Gauge::define(metric_names::INFO),
         }
     }
 }
