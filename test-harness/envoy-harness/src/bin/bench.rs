@@ -12,8 +12,10 @@
 //! or more CPUs, Envoy is pinned to CPU 0 and wrk to CPU 1 so they do not fight over one
 //! core.
 //!
-//! A suite is a list of filter chains; jwt-authz and ratelimit-tagger add theirs to
-//! [`suites`] and get a `<out>/<suite>.json` of their own.
+//! A suite is a list of filter chains plus comparisons (budgets or plain ratios between two
+//! of its scenarios); each gets a `<out>/<suite>.json` of its own. `--suite NAME` runs one,
+//! the default runs all: security-headers (here), jwt-authz (`bench/jwt.rs`) and
+//! ratelimit-tagger (`bench/ratelimit.rs`).
 //!
 //! The security-headers suite carries two references besides `bare`: `native-headers`
 //! (the same headers set and removed by Envoy's route configuration, checked to match the
@@ -23,8 +25,13 @@
 //!
 //! ```text
 //! bench --out build/bench [--duration 2] [--connections 16] [--rounds 12] [--warmup 2]
-//!       [--suite security-headers] [--enforce-budget]
+//!       [--suite security-headers|jwt-authz|ratelimit-tagger] [--enforce-budget]
 //! ```
+
+#[path = "bench/jwt.rs"]
+mod jwt;
+#[path = "bench/ratelimit.rs"]
+mod ratelimit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -34,6 +41,23 @@ use envoy_harness::config::{self, WasmFilter};
 use envoy_harness::{client, paths, EnvoyProcess, Error, Result};
 use serde_json::{json, Value};
 
+/// Builds a suite; the directory is its scratch space (token files).
+type BuildSuite = fn(&Path) -> Result<Suite>;
+
+/// A suite's extra phase (see [`Suite::phase`]).
+type Phase = Box<dyn Fn(&PhaseContext<'_>) -> Result<PhaseOutcome>>;
+
+/// A measured scenario, its samples and its counter totals.
+type Measured<'a> = (&'a Scenario, &'a [Sample], &'a [Option<u64>]);
+
+/// The suites, in the order `make bench` runs them; each is built (keys, tokens, peers)
+/// only when it runs.
+const SUITES: &[(&str, BuildSuite)] = &[
+    ("security-headers", |_| security_headers_suite()),
+    ("jwt-authz", jwt::suite),
+    ("ratelimit-tagger", |_| ratelimit::suite()),
+];
+
 /// The request every scenario serves: a trading API path, as in production.
 const REQUEST_PATH: &str = "/api/v1/trade/orders";
 
@@ -41,7 +65,8 @@ struct Options {
     out: PathBuf,
     duration: Duration,
     connections: u32,
-    rounds: usize,
+    /// `None`: each suite's own default.
+    rounds: Option<usize>,
     warmup: Duration,
     suite: Option<String>,
     enforce_budget: bool,
@@ -53,8 +78,40 @@ struct Options {
 struct Suite {
     name: &'static str,
     scenarios: Vec<Scenario>,
-    /// The issue's budget: `scenario` must reach `min_ratio` x the baseline's requests/s.
-    budget: Option<Budget>,
+    /// Budgets (with `min_ratio`) and plain ratios between two scenarios.
+    comparisons: Vec<Comparison>,
+    /// Rounds when `--rounds` is not given (the suites together stay near five minutes).
+    default_rounds: usize,
+    /// More clusters for the bootstrap (rate-limit services).
+    clusters: Vec<Value>,
+    /// After the per-scenario checks, before any load.
+    check: Option<Box<dyn Fn() -> Result<()>>>,
+    /// After every wrk run.
+    between_runs: Option<Box<dyn Fn()>>,
+    /// Runs after the checks, before the rounds (the jwt-authz memory phase).
+    phase: Option<Phase>,
+}
+
+impl Suite {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            scenarios: Vec::new(),
+            comparisons: Vec::new(),
+            default_rounds: 8,
+            clusters: Vec::new(),
+            check: None,
+            between_runs: None,
+            phase: None,
+        }
+    }
+}
+
+/// `scenario` over `baseline`, per round, median over rounds; a budget when `min_ratio`.
+struct Comparison {
+    scenario: &'static str,
+    baseline: &'static str,
+    min_ratio: Option<f64>,
 }
 
 struct Scenario {
@@ -63,8 +120,45 @@ struct Scenario {
     http_filters: Vec<Value>,
     /// Extra fields of the listener's `route_config` (Envoy's own header manipulation).
     route_config: Vec<(&'static str, Value)>,
+    /// The virtual host's routes, instead of one prefix route to the backend.
+    routes: Option<Value>,
     /// A response header that proves the chain is the one we think (checked before load).
     marker: Marker,
+    /// What wrk sends.
+    load: Load,
+    /// Loaded in the rounds; `false`: a listener for the suite's phase only.
+    measured: bool,
+    /// Counters (label, stat name; `{prefix}` = the listener's stat prefix) whose change
+    /// over this scenario's measured runs is reported.
+    counters: Vec<(&'static str, String)>,
+}
+
+impl Scenario {
+    fn new(name: &str, http_filters: Vec<Value>) -> Self {
+        Self {
+            name: name.to_owned(),
+            http_filters,
+            route_config: Vec::new(),
+            routes: None,
+            marker: Marker::Unchecked,
+            load: Load::Fixed(Vec::new()),
+            measured: true,
+            counters: Vec::new(),
+        }
+    }
+}
+
+/// The requests of a scenario.
+#[derive(Clone, Debug)]
+enum Load {
+    /// The same request every time, with these headers.
+    Fixed(Vec<(String, String)>),
+    /// `authorization: Bearer <token>` with a different token per request, cycling through
+    /// a file (one token per line), plus these headers.
+    Tokens {
+        file: PathBuf,
+        headers: Vec<(String, String)>,
+    },
 }
 
 enum Marker {
@@ -73,13 +167,92 @@ enum Marker {
     /// Exactly the response headers (names, values, order aside; `date` ignored) of the
     /// named scenario: the native reference must do what the filter does, no more, no less.
     SameHeadersAs(&'static str),
+    /// 200 with the scenario's token, 401 without one.
+    RequiresToken,
+    /// The sum of the stats matching this admin filter grows with the check request.
+    StatIncreases(&'static str),
     /// Any module given on the command line: only the 200 is checked.
     Unchecked,
 }
 
-struct Budget {
-    scenario: &'static str,
-    min_ratio: f64,
+/// What a suite's phase gets: the running Envoy and a way to load its listeners.
+struct PhaseContext<'a> {
+    envoy: &'a EnvoyProcess,
+    scenarios: &'a [Scenario],
+    ports: &'a [u16],
+    wrk: &'a Wrk,
+    connections: u32,
+    pinned: bool,
+}
+
+impl PhaseContext<'_> {
+    fn port(&self, scenario: &str) -> Result<u16> {
+        self.scenarios
+            .iter()
+            .zip(self.ports)
+            .find(|(candidate, _)| candidate.name == scenario)
+            .map(|(_, port)| *port)
+            .ok_or_else(|| Error::new(format!("no scenario {scenario}")))
+    }
+
+    fn fixed_load(&self, scenario: &str) -> Result<Load> {
+        self.scenarios
+            .iter()
+            .find(|candidate| candidate.name == scenario)
+            .map(|candidate| candidate.load.clone())
+            .ok_or_else(|| Error::new(format!("no scenario {scenario}")))
+    }
+
+    /// One wrk run of `duration` on `port` (see [`Wrk::run`] for `offset` and `limit`).
+    fn load(
+        &self,
+        port: u16,
+        load: &Load,
+        duration: Duration,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<Sample> {
+        self.wrk.run(
+            port,
+            self.connections,
+            duration,
+            self.pinned,
+            load,
+            offset,
+            limit,
+        )
+    }
+}
+
+/// A phase's result: printed lines, JSON merged into the suite's, and its own budget.
+struct PhaseOutcome {
+    lines: Vec<String>,
+    json: Value,
+    within_budget: bool,
+}
+
+/// Runs `start` on the load generator's CPU (1) when there are two, so the threads it
+/// spawns (an in-process rate-limit service) stay off Envoy's CPU; its own thread returns
+/// to every CPU afterwards.
+fn on_load_cpu<T>(start: impl FnOnce() -> T) -> T {
+    let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
+    if !two_cpus {
+        return start();
+    }
+    // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity only read and write it.
+    unsafe {
+        let mut previous: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let saved = libc::sched_getaffinity(0, size, &mut previous) == 0;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(1, &mut one);
+        libc::sched_setaffinity(0, size, &one);
+        let value = start();
+        if saved {
+            libc::sched_setaffinity(0, size, &previous);
+        }
+        value
+    }
 }
 
 /// One wrk run.
@@ -95,36 +268,33 @@ struct Sample {
     envoy_cpu_us_per_request: f64,
 }
 
-fn suites() -> Result<Vec<Suite>> {
+fn security_headers_suite() -> Result<Suite> {
     let bare = Scenario {
-        name: "bare".to_owned(),
-        http_filters: Vec::new(),
-        route_config: Vec::new(),
         marker: Marker::Absent("x-content-type-options"),
+        ..Scenario::new("bare", Vec::new())
     };
     // The honest reference for security-headers: the same headers set and removed by
     // Envoy itself (route configuration, no wasm). What it costs over `bare` is the price
     // of bigger responses, which no filter can avoid; the rest is the filter's own.
     let native_headers = Scenario {
-        name: "native-headers".to_owned(),
-        http_filters: Vec::new(),
         route_config: native_security_headers(),
         marker: Marker::SameHeadersAs("security-headers"),
+        ..Scenario::new("native-headers", Vec::new())
     };
     // The floor of any wasm filter: a module that does nothing (only when built).
     let noop = noop_filter().map(|path| Scenario {
-        name: "noop-wasm".to_owned(),
-        http_filters: vec![WasmFilter::new("noop-filter", path, "").to_value()],
-        route_config: Vec::new(),
         marker: Marker::Absent("x-content-type-options"),
+        ..Scenario::new(
+            "noop-wasm",
+            vec![WasmFilter::new("noop-filter", path, "").to_value()],
+        )
     });
     let security_headers = Scenario {
-        name: "security-headers".to_owned(),
-        http_filters: vec![
-            WasmFilter::from_dist("security-headers", r#"{"preset":"api"}"#)?.to_value(),
-        ],
-        route_config: Vec::new(),
         marker: Marker::Present("x-content-type-options"),
+        ..Scenario::new(
+            "security-headers",
+            vec![WasmFilter::from_dist("security-headers", r#"{"preset":"api"}"#)?.to_value()],
+        )
     };
     let scenarios = [
         Some(bare),
@@ -132,14 +302,26 @@ fn suites() -> Result<Vec<Suite>> {
         noop,
         Some(security_headers),
     ];
-    Ok(vec![Suite {
-        name: "security-headers",
+    let mut comparisons = vec![Comparison {
+        scenario: "security-headers",
+        baseline: "bare",
+        min_ratio: Some(0.93),
+    }];
+    for reference in ["native-headers", "noop-wasm"] {
+        if scenarios.iter().flatten().any(|s| s.name == reference) {
+            comparisons.push(Comparison {
+                scenario: "security-headers",
+                baseline: reference,
+                min_ratio: None,
+            });
+        }
+    }
+    Ok(Suite {
         scenarios: scenarios.into_iter().flatten().collect(),
-        budget: Some(Budget {
-            scenario: "security-headers",
-            min_ratio: 0.93,
-        }),
-    }])
+        comparisons,
+        default_rounds: 6,
+        ..Suite::new("security-headers")
+    })
 }
 
 /// The `api` preset of security-headers (`filters/gateway-core/src/security_headers/
@@ -240,25 +422,38 @@ fn main() -> ExitCode {
 /// `Ok(false)`: measured, but a budget was missed and `--enforce-budget` was given.
 fn run() -> Result<bool> {
     let options = parse_args(std::env::args().skip(1))?;
+    if let Some(wanted) = options.suite.as_deref() {
+        if !SUITES.iter().any(|(name, _)| *name == wanted) {
+            let names: Vec<&str> = SUITES.iter().map(|(name, _)| *name).collect();
+            return Err(Error::new(format!(
+                "no suite {wanted:?} (suites: {})",
+                names.join(", ")
+            )));
+        }
+    }
     let wrk = find_wrk()?;
     std::fs::create_dir_all(&options.out)
         .map_err(|error| Error::new(format!("creating {}: {error}", options.out.display())))?;
     let mut all_within_budget = true;
-    for mut suite in suites()? {
+    for (name, build) in SUITES {
         if options
             .suite
             .as_deref()
-            .is_some_and(|wanted| wanted != suite.name)
+            .is_some_and(|wanted| wanted != *name)
         {
             continue;
         }
+        // Token files and the like, for this suite only.
+        let scratch = tempfile::Builder::new()
+            .prefix("svc-gateway-bench-")
+            .tempdir()
+            .map_err(|error| Error::new(format!("creating a temporary directory: {error}")))?;
+        let mut suite = build(scratch.path())?;
         for (name, path, configuration) in &options.extra_wasm {
-            suite.scenarios.push(Scenario {
-                name: name.clone(),
-                http_filters: vec![WasmFilter::new(name, path, configuration.as_str()).to_value()],
-                route_config: Vec::new(),
-                marker: Marker::Unchecked,
-            });
+            suite.scenarios.push(Scenario::new(
+                name,
+                vec![WasmFilter::new(name, path, configuration.as_str()).to_value()],
+            ));
         }
         all_within_budget &= run_suite(&suite, &options, &wrk)?;
     }
@@ -268,7 +463,8 @@ fn run() -> Result<bool> {
 fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
     let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
     let pinned = two_cpus && wrk.taskset;
-    let mut builder = EnvoyProcess::builder(bench_config(&suite.scenarios)).log_level("warning");
+    let rounds = options.rounds.unwrap_or(suite.default_rounds);
+    let mut builder = EnvoyProcess::builder(bench_config(suite)).log_level("warning");
     if pinned {
         builder = builder.pin_to_cpu(0);
     }
@@ -279,15 +475,25 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         .enumerate()
         .map(|(index, _)| envoy.port(&format!("scenario{index}")))
         .collect::<Result<Vec<u16>>>()?;
-    check_scenarios(&suite.scenarios, &ports)?;
+    check_scenarios(&suite.scenarios, &ports, &envoy)?;
+    if let Some(check) = &suite.check {
+        check()?;
+    }
+    let measured: Vec<usize> = suite
+        .scenarios
+        .iter()
+        .enumerate()
+        .filter(|(_, scenario)| scenario.measured)
+        .map(|(index, _)| index)
+        .collect();
 
-    let planned = options.warmup.as_secs_f64() * suite.scenarios.len() as f64
-        + options.duration.as_secs_f64() * (suite.scenarios.len() * options.rounds) as f64;
+    let planned = options.warmup.as_secs_f64() * measured.len() as f64
+        + options.duration.as_secs_f64() * (measured.len() * rounds) as f64;
     println!(
-        "suite {}: {} scenarios x {} rounds x {}s, {} connections, wrk {}; about {:.0}s",
+        "suite {}: {} scenarios x {} rounds x {}s, {} connections, wrk {}; about {:.0}s{}",
         suite.name,
-        suite.scenarios.len(),
-        options.rounds,
+        measured.len(),
+        rounds,
         options.duration.as_secs(),
         options.connections,
         if pinned {
@@ -295,35 +501,126 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         } else {
             "and Envoy unpinned"
         },
-        planned
+        planned,
+        if suite.phase.is_some() {
+            " after its extra phase"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
-    for port in &ports {
-        wrk.run(*port, options.connections, options.warmup, pinned)?;
+    let phase = match &suite.phase {
+        Some(phase) => {
+            let outcome = phase(&PhaseContext {
+                envoy: &envoy,
+                scenarios: &suite.scenarios,
+                ports: &ports,
+                wrk,
+                connections: options.connections,
+                pinned,
+            })?;
+            for line in &outcome.lines {
+                println!("{line}");
+            }
+            Some(outcome)
+        }
+        None => None,
+    };
+    let between_runs = || {
+        if let Some(between_runs) = &suite.between_runs {
+            between_runs();
+        }
+    };
+    // Where each scenario's token rotation continues: the requests it was sent so far (plus
+    // the ones still in flight when wrk stopped), so no run starts on tokens a cache holds.
+    let mut offsets = vec![0u64; suite.scenarios.len()];
+    let advance = |offsets: &mut Vec<u64>, index: usize, sample: &Sample| {
+        if let Some(offset) = offsets.get_mut(index) {
+            *offset += sample.requests + u64::from(options.connections);
+        }
+    };
+    for &index in &measured {
+        let (Some(scenario), Some(port)) = (suite.scenarios.get(index), ports.get(index)) else {
+            continue;
+        };
+        let offset = offsets.get(index).copied().unwrap_or_default();
+        let sample = wrk.run(
+            *port,
+            options.connections,
+            options.warmup,
+            pinned,
+            &scenario.load,
+            offset,
+            None,
+        )?;
+        advance(&mut offsets, index, &sample);
+        between_runs();
     }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); suite.scenarios.len()];
-    for round in 0..options.rounds {
+    let mut counters: Vec<Vec<Option<u64>>> = suite
+        .scenarios
+        .iter()
+        .map(|scenario| vec![Some(0); scenario.counters.len()])
+        .collect();
+    for round in 0..rounds {
         // A B, B A, A B ...: drift in the machine's load hits every scenario alike.
-        let mut order: Vec<usize> = (0..suite.scenarios.len()).collect();
+        let mut order = measured.clone();
         if round % 2 == 1 {
             order.reverse();
         }
         for index in order {
-            let port = ports.get(index).copied().unwrap_or_default();
+            let (Some(scenario), Some(port)) = (suite.scenarios.get(index), ports.get(index))
+            else {
+                continue;
+            };
+            let counters_before = read_counters(&envoy, scenario, index)?;
+            let offset = offsets.get(index).copied().unwrap_or_default();
             let cpu_before = envoy.cpu_time()?;
-            let mut sample = wrk.run(port, options.connections, options.duration, pinned)?;
+            let mut sample = wrk.run(
+                *port,
+                options.connections,
+                options.duration,
+                pinned,
+                &scenario.load,
+                offset,
+                None,
+            )?;
             let cpu = envoy.cpu_time()?.saturating_sub(cpu_before);
             sample.envoy_cpu_us_per_request =
                 cpu.as_secs_f64() * 1e6 / (sample.requests.max(1) as f64);
+            let counters_after = read_counters(&envoy, scenario, index)?;
+            if let Some(totals) = counters.get_mut(index) {
+                for ((total, before), after) in
+                    totals.iter_mut().zip(counters_before).zip(counters_after)
+                {
+                    *total = match (*total, before, after) {
+                        (Some(total), Some(before), Some(after)) => {
+                            Some(total + after.saturating_sub(before))
+                        }
+                        _ => None,
+                    };
+                }
+            }
+            advance(&mut offsets, index, &sample);
             if let Some(scenario_samples) = samples.get_mut(index) {
                 scenario_samples.push(sample);
             }
+            between_runs();
         }
     }
     let elapsed = started.elapsed();
     drop(envoy);
 
-    let report = Report::new(suite, options, &samples, pinned, elapsed)?;
+    let report = Report::new(
+        suite,
+        options,
+        rounds,
+        &samples,
+        &counters,
+        phase.as_ref(),
+        pinned,
+        elapsed,
+    )?;
     report.print();
     let path = options.out.join(format!("{}.json", suite.name));
     let json = serde_json::to_string_pretty(&report.json)?;
@@ -333,14 +630,76 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
     Ok(report.within_budget)
 }
 
-/// One request per scenario before the load: the right chain answers, and answers 200.
-fn check_scenarios(scenarios: &[Scenario], ports: &[u16]) -> Result<()> {
-    let responses = ports
+/// The scenario's counters now (`None`: Envoy has no such stat).
+fn read_counters(
+    envoy: &EnvoyProcess,
+    scenario: &Scenario,
+    index: usize,
+) -> Result<Vec<Option<u64>>> {
+    let prefix = format!("scenario{index}");
+    scenario
+        .counters
         .iter()
-        .map(|port| client::get(*port, REQUEST_PATH))
-        .collect::<Result<Vec<_>>>()?;
-    for (scenario, response) in scenarios.iter().zip(&responses) {
+        .map(|(_, stat)| envoy.stat(&stat.replace("{prefix}", &prefix)))
+        .collect()
+}
+
+/// The sum of every stat the admin filter matches.
+fn stat_sum(envoy: &EnvoyProcess, filter: &str) -> Result<u64> {
+    let body = envoy.admin_get(&format!("/stats?filter={filter}"))?;
+    Ok(body
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum())
+}
+
+/// The headers of a scenario's first request (for the token rotation: its first token).
+fn first_request_headers(load: &Load) -> Result<Vec<(String, String)>> {
+    match load {
+        Load::Fixed(headers) => Ok(headers.clone()),
+        Load::Tokens { file, headers } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|error| Error::new(format!("reading {}: {error}", file.display())))?;
+            let token = text.lines().next().unwrap_or_default();
+            let mut headers = headers.clone();
+            headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+            Ok(headers)
+        }
+    }
+}
+
+/// One request per scenario before the load: the right chain answers, and answers 200.
+fn check_scenarios(scenarios: &[Scenario], ports: &[u16], envoy: &EnvoyProcess) -> Result<()> {
+    let mut responses = Vec::new();
+    for (scenario, port) in scenarios.iter().zip(ports) {
+        let headers = first_request_headers(&scenario.load)?;
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let stat_before = match scenario.marker {
+            Marker::StatIncreases(filter) => stat_sum(envoy, filter)?,
+            _ => 0,
+        };
+        let response = client::request(*port, "GET", REQUEST_PATH, &header_refs)?;
+        let marker_ok = match scenario.marker {
+            Marker::RequiresToken => {
+                let without: Vec<(&str, &str)> = header_refs
+                    .iter()
+                    .filter(|(name, _)| !name.eq_ignore_ascii_case("authorization"))
+                    .copied()
+                    .collect();
+                client::request(*port, "GET", REQUEST_PATH, &without)?.status == 401
+            }
+            Marker::StatIncreases(filter) => stat_sum(envoy, filter)? > stat_before,
+            _ => true,
+        };
+        responses.push((response, marker_ok));
+    }
+    for (scenario, (response, marker_ok)) in scenarios.iter().zip(&responses) {
         let ok = response.status == 200
+            && *marker_ok
             && match scenario.marker {
                 Marker::Absent(name) => response.header(name).is_none(),
                 Marker::Present(name) => response.header(name).is_some(),
@@ -348,15 +707,18 @@ fn check_scenarios(scenarios: &[Scenario], ports: &[u16]) -> Result<()> {
                     .iter()
                     .zip(&responses)
                     .find(|(candidate, _)| candidate.name == other)
-                    .is_some_and(|(_, expected)| {
+                    .is_some_and(|(_, (expected, _))| {
                         comparable_headers(expected) == comparable_headers(response)
                     }),
-                Marker::Unchecked => true,
+                Marker::RequiresToken | Marker::StatIncreases(_) | Marker::Unchecked => true,
             };
         if !ok {
             return Err(Error::new(format!(
-                "scenario {} is not set up as intended: {} {:?}",
-                scenario.name, response.status, response.headers
+                "scenario {} is not set up as intended: {} {:?} {}",
+                scenario.name,
+                response.status,
+                response.headers,
+                response.body_text()
             )));
         }
     }
@@ -375,10 +737,11 @@ fn comparable_headers(response: &client::Response) -> Vec<(String, String)> {
     headers
 }
 
-/// The Envoy config: the backend listener, one listener per scenario, one cluster.
-fn bench_config(scenarios: &[Scenario]) -> String {
+/// The Envoy config: the backend listener, one listener per scenario, the backend cluster
+/// and the suite's own clusters.
+fn bench_config(suite: &Suite) -> String {
     let mut listeners = String::new();
-    for (index, scenario) in scenarios.iter().enumerate() {
+    for (index, scenario) in suite.scenarios.iter().enumerate() {
         let mut filters = scenario.http_filters.clone();
         filters.push(config::router());
         // One `key: <inline JSON>` line per field, at route_config's indentation.
@@ -387,14 +750,25 @@ fn bench_config(scenarios: &[Scenario]) -> String {
             .iter()
             .map(|(key, value)| format!("            {key}: {}\n", config::inline(value)))
             .collect();
+        let routes = scenario.routes.clone().unwrap_or_else(
+            || json!([{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]),
+        );
         listeners.push_str(
             &SCENARIO_LISTENER
                 .replace("@INDEX@", &index.to_string())
                 .replace("@FILTERS@", &config::inline_list(&filters))
+                .replace("@ROUTES@", &config::inline(&routes))
                 .replace("@ROUTE_CONFIG@\n", &route_config),
         );
     }
-    BENCH_BOOTSTRAP.replace("@SCENARIO_LISTENERS@", &listeners)
+    let clusters: String = suite
+        .clusters
+        .iter()
+        .map(|cluster| format!("  - {}\n", config::inline(cluster)))
+        .collect();
+    BENCH_BOOTSTRAP
+        .replace("@SCENARIO_LISTENERS@", &listeners)
+        .replace("@CLUSTERS@\n", &clusters)
 }
 
 /// The backend answers like a typical API upstream: a small JSON body and the headers that
@@ -437,6 +811,7 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{port:backend}}}}}
+@CLUSTERS@
 "#;
 
 const SCENARIO_LISTENER: &str = r#"
@@ -454,9 +829,7 @@ const SCENARIO_LISTENER: &str = r#"
             virtual_hosts:
             - name: scenario@INDEX@
               domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: backend}
+              routes: @ROUTES@
           http_filters: @FILTERS@
 "#;
 
@@ -464,7 +837,32 @@ const SCENARIO_LISTENER: &str = r#"
 
 struct Wrk {
     taskset: bool,
+    /// Holds the Lua scripts of the token rotation.
+    scripts: tempfile::TempDir,
 }
+
+/// A different `authorization` per request: `wrk -s rotate.lua <url> -- <file> <offset>
+/// <limit>` cycles through the tokens of `<file>` from line `<offset>` (mod its length);
+/// with a `<limit>` > 0, the requests after the first `<limit>` repeat the last token.
+const ROTATE_LUA: &str = r#"
+local tokens, n, i, sent, limit = {}, 0, 0, 0, 0
+function init(args)
+  for line in io.lines(args[1]) do
+    n = n + 1
+    tokens[n] = "Bearer " .. line
+  end
+  i = tonumber(args[2]) % n
+  limit = tonumber(args[3])
+end
+function request()
+  sent = sent + 1
+  if limit == 0 or sent <= limit then
+    i = i % n + 1
+  end
+  wrk.headers["Authorization"] = tokens[i]
+  return wrk.format()
+end
+"#;
 
 fn find_wrk() -> Result<Wrk> {
     // Spawning is the test: both print their version (wrk then exits non-zero).
@@ -474,13 +872,35 @@ fn find_wrk() -> Result<Wrk> {
             "wrk not found: run `make tools` (apt-get install wrk)",
         ));
     }
+    let scripts = tempfile::Builder::new()
+        .prefix("svc-gateway-wrk-")
+        .tempdir()
+        .map_err(|error| Error::new(format!("creating a temporary directory: {error}")))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(scripts.path().join(name), text)
+            .map_err(|error| Error::new(format!("writing {name}: {error}")))
+    };
+    write("rotate.lua", ROTATE_LUA)?;
     Ok(Wrk {
         taskset: found("taskset"),
+        scripts,
     })
 }
 
 impl Wrk {
-    fn run(&self, port: u16, connections: u32, duration: Duration, pinned: bool) -> Result<Sample> {
+    /// `offset` / `limit`: where a token rotation starts, and after how many requests it
+    /// repeats its last token (`None`: it cycles); ignored for fixed requests.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        port: u16,
+        connections: u32,
+        duration: Duration,
+        pinned: bool,
+        load: &Load,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<Sample> {
         let url = format!("http://127.0.0.1:{port}{REQUEST_PATH}");
         let mut command = if pinned {
             let mut command = Command::new("taskset");
@@ -492,8 +912,26 @@ impl Wrk {
         command
             .args(["-t1", "--latency", "--timeout", "2s"])
             .arg(format!("-c{connections}"))
-            .arg(format!("-d{}s", duration.as_secs().max(1)))
-            .arg(&url);
+            .arg(format!("-d{}s", duration.as_secs().max(1)));
+        let headers = match load {
+            Load::Fixed(headers) => headers,
+            Load::Tokens { headers, .. } => headers,
+        };
+        for (name, value) in headers {
+            command.arg("-H").arg(format!("{name}: {value}"));
+        }
+        if let Load::Tokens { file, .. } = load {
+            command
+                .arg("-s")
+                .arg(self.scripts.path().join("rotate.lua"))
+                .arg(&url)
+                .arg("--")
+                .arg(file)
+                .arg(offset.to_string())
+                .arg(limit.unwrap_or(0).to_string());
+        } else {
+            command.arg(&url);
+        }
         let output = command
             .output()
             .map_err(|error| Error::new(format!("running wrk: {error}")))?;
@@ -570,7 +1008,9 @@ fn parse_latency_ms(text: &str) -> Result<f64> {
 struct Report {
     rows: Vec<Row>,
     within_budget: bool,
-    budget_line: Option<String>,
+    comparison_lines: Vec<String>,
+    counter_lines: Vec<String>,
+    phase_lines: Vec<String>,
     json: Value,
 }
 
@@ -585,40 +1025,60 @@ struct Row {
     failures: u64,
 }
 
+/// Per round, `samples` over `baseline` (requests/s) and baseline over samples (Envoy CPU
+/// per request, so that it reads like the throughput ratio: the capacity left at equal CPU).
+fn paired_ratios(samples: &[Sample], baseline: &[Sample]) -> (Vec<f64>, Vec<f64>) {
+    samples
+        .iter()
+        .zip(baseline)
+        .map(|(sample, base)| {
+            (
+                sample.requests_per_second / base.requests_per_second,
+                base.envoy_cpu_us_per_request / sample.envoy_cpu_us_per_request,
+            )
+        })
+        .unzip()
+}
+
 impl Report {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         suite: &Suite,
         options: &Options,
+        rounds: usize,
         samples: &[Vec<Sample>],
+        counters: &[Vec<Option<u64>>],
+        phase: Option<&PhaseOutcome>,
         pinned: bool,
         elapsed: Duration,
     ) -> Result<Self> {
-        let baseline_samples = samples.first().map(Vec::as_slice).unwrap_or_default();
+        let measured: Vec<Measured<'_>> = suite
+            .scenarios
+            .iter()
+            .zip(samples)
+            .zip(counters)
+            .filter(|((scenario, _), _)| scenario.measured)
+            .map(|((scenario, samples), counters)| {
+                (scenario, samples.as_slice(), counters.as_slice())
+            })
+            .collect();
+        let baseline_samples = measured.first().map(|(_, s, _)| *s).unwrap_or_default();
+        let baseline_name = measured
+            .first()
+            .map_or("baseline", |(scenario, _, _)| scenario.name.as_str());
         let baseline = median(baseline_samples.iter().map(|s| s.requests_per_second));
         let mut rows = Vec::new();
         let mut scenarios_json = Vec::new();
-        for (scenario, scenario_samples) in suite.scenarios.iter().zip(samples) {
+        let mut counter_lines = Vec::new();
+        for (scenario, scenario_samples, scenario_counters) in &measured {
             let rps = median(scenario_samples.iter().map(|s| s.requests_per_second));
             // The headline ratio: per round, this scenario over the baseline run right next
             // to it in time, then the median over rounds. A burst of load from another
             // process spoils one round's pair, not the result; the ratio of the medians is
-            // kept in the JSON as a second view.
-            let paired: Vec<f64> = scenario_samples
-                .iter()
-                .zip(baseline_samples)
-                .map(|(sample, base)| sample.requests_per_second / base.requests_per_second)
-                .collect();
-            // The same pairing over Envoy's CPU per request, inverted so that it reads like
-            // the throughput ratio: the capacity left at equal CPU. Other processes taking
-            // the CPU barely move it, so it shows whether a bad throughput ratio is the
-            // filter or the machine.
-            let cpu_paired: Vec<f64> = scenario_samples
-                .iter()
-                .zip(baseline_samples)
-                .map(|(sample, base)| {
-                    base.envoy_cpu_us_per_request / sample.envoy_cpu_us_per_request
-                })
-                .collect();
+            // kept in the JSON as a second view. The same pairing over Envoy's CPU per
+            // request: other processes taking the CPU barely move it, so it shows whether a
+            // bad throughput ratio is the filter or the machine.
+            let (paired, cpu_paired) = paired_ratios(scenario_samples, baseline_samples);
             let row = Row {
                 name: scenario.name.clone(),
                 requests_per_second: rps,
@@ -634,8 +1094,25 @@ impl Report {
                     .map(|s| s.non_2xx + s.socket_errors)
                     .sum(),
             };
+            let counters_json: serde_json::Map<String, Value> = scenario
+                .counters
+                .iter()
+                .zip(scenario_counters.iter())
+                .map(|((label, _), value)| ((*label).to_owned(), json!(value)))
+                .collect();
+            if !counters_json.is_empty() {
+                let text: Vec<String> = counters_json
+                    .iter()
+                    .map(|(label, value)| format!("{label} {value}"))
+                    .collect();
+                counter_lines.push(format!("  {}: {}", row.name, text.join(", ")));
+            }
             scenarios_json.push(json!({
                 "name": row.name,
+                "load": match &scenario.load {
+                    Load::Fixed(_) => "the same request every time",
+                    Load::Tokens { .. } => "a different token per request (rotation over a file)",
+                },
                 "requests_per_second": round2(row.requests_per_second),
                 "p50_ms": round3(row.p50_ms),
                 "p99_ms": round3(row.p99_ms),
@@ -645,6 +1122,7 @@ impl Report {
                 "envoy_cpu_us_per_request": round2(row.cpu_us_per_request),
                 "cpu_ratio_vs_baseline": round3(row.cpu_ratio),
                 "failed_requests": row.failures,
+                "counters": counters_json,
                 "rounds": scenario_samples.iter().map(|s| json!({
                     "requests_per_second": round2(s.requests_per_second),
                     "p50_ms": round3(s.p50_ms),
@@ -659,42 +1137,67 @@ impl Report {
         }
 
         let mut within_budget = true;
-        let mut budget_line = None;
-        let mut budget_json = Value::Null;
-        if let Some(budget) = &suite.budget {
-            let measured = rows
+        let mut comparison_lines = Vec::new();
+        let mut comparisons_json = Vec::new();
+        let find = |name: &str| {
+            measured
                 .iter()
-                .find(|row| row.name == budget.scenario)
-                .map(|row| row.ratio)
-                .ok_or_else(|| Error::new(format!("no scenario {}", budget.scenario)))?;
-            within_budget = measured >= budget.min_ratio;
-            budget_line = Some(format!(
-                "budget: {} >= {:.2} x {} -> measured {:.3}: {}",
-                budget.scenario,
-                budget.min_ratio,
-                rows.first().map_or("baseline", |row| &row.name),
-                measured,
-                if within_budget {
-                    "within budget"
-                } else {
-                    "BELOW BUDGET"
-                }
-            ));
-            budget_json = json!({
-                "scenario": budget.scenario,
-                "min_ratio": budget.min_ratio,
-                "measured_ratio": round3(measured),
-                "within_budget": within_budget,
+                .find(|(scenario, _, _)| scenario.name == name)
+                .map(|(_, samples, _)| *samples)
+                .ok_or_else(|| Error::new(format!("no scenario {name}")))
+        };
+        for comparison in &suite.comparisons {
+            let (paired, cpu_paired) =
+                paired_ratios(find(comparison.scenario)?, find(comparison.baseline)?);
+            let ratio = median(paired.iter().copied());
+            let cpu_ratio = median(cpu_paired.iter().copied());
+            let within = comparison.min_ratio.map(|min_ratio| ratio >= min_ratio);
+            if within == Some(false) {
+                within_budget = false;
+            }
+            comparison_lines.push(match comparison.min_ratio {
+                Some(min_ratio) => format!(
+                    "budget: {} >= {min_ratio:.2} x {} -> measured {ratio:.3} (CPU ratio \
+                     {cpu_ratio:.3}): {}",
+                    comparison.scenario,
+                    comparison.baseline,
+                    if within == Some(true) {
+                        "within budget"
+                    } else {
+                        "BELOW BUDGET"
+                    }
+                ),
+                None => format!(
+                    "ratio:  {} / {} -> {ratio:.3} (CPU ratio {cpu_ratio:.3})",
+                    comparison.scenario, comparison.baseline
+                ),
             });
+            comparisons_json.push(json!({
+                "scenario": comparison.scenario,
+                "baseline": comparison.baseline,
+                "min_ratio": comparison.min_ratio,
+                "measured_ratio": round3(ratio),
+                "paired_ratios": paired.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
+                "cpu_ratio": round3(cpu_ratio),
+                "within_budget": within,
+            }));
+        }
+        if let Some(phase) = phase {
+            within_budget &= phase.within_budget;
         }
         let failures: u64 = rows.iter().map(|row| row.failures).sum();
         if failures > 0 {
             within_budget = false;
         }
+        let budgets: Vec<Value> = comparisons_json
+            .iter()
+            .filter(|comparison| !comparison["min_ratio"].is_null())
+            .cloned()
+            .collect();
 
         let json = json!({
             "suite": suite.name,
-            "baseline": rows.first().map(|row| row.name.clone()),
+            "baseline": baseline_name,
             "envoy": envoy_version(),
             "wasm": wasm_artifacts(suite),
             "load": {
@@ -703,7 +1206,7 @@ impl Report {
                 "connections": options.connections,
                 "duration_s": options.duration.as_secs(),
                 "warmup_s": options.warmup.as_secs(),
-                "rounds": options.rounds,
+                "rounds": rounds,
                 "order": "interleaved, alternating direction per round",
                 "ratio": "median over rounds of requests/s divided by the baseline's in the same round",
                 "cpu_ratio": "median over rounds of the baseline's Envoy CPU per request divided by this scenario's",
@@ -714,24 +1217,42 @@ impl Report {
             },
             "elapsed_s": round2(elapsed.as_secs_f64()),
             "scenarios": scenarios_json,
-            "budget": budget_json,
+            // The first budget alone, as before there were several.
+            "budget": budgets.first().cloned().unwrap_or(Value::Null),
+            "budgets": budgets,
+            "comparisons": comparisons_json,
+            "phase": phase.map_or(Value::Null, |phase| phase.json.clone()),
+            "within_budget": within_budget,
         });
         Ok(Self {
             rows,
             within_budget,
-            budget_line,
+            comparison_lines,
+            counter_lines,
+            phase_lines: phase.map(|phase| phase.lines.clone()).unwrap_or_default(),
             json,
         })
     }
 
     fn print(&self) {
+        let baseline = self
+            .rows
+            .first()
+            .map_or("baseline", |row| row.name.as_str());
         println!(
-            "{:<20} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>7}",
-            "scenario", "req/s", "p50", "p99", "vs bare", "Envoy CPU", "CPU ratio", "failed"
+            "{:<24} {:>8} {:>10} {:>10} {:>8} {:>12} {:>9} {:>7}",
+            "scenario",
+            "req/s",
+            "p50",
+            "p99",
+            format!("vs {baseline}"),
+            "Envoy CPU",
+            "CPU ratio",
+            "failed"
         );
         for row in &self.rows {
             println!(
-                "{:<20} {:>10.0} {:>8.3}ms {:>8.3}ms {:>8.3} {:>9.1}us/r {:>10.3} {:>7}",
+                "{:<24} {:>8.0} {:>8.3}ms {:>8.3}ms {:>8.3} {:>7.1}us/req {:>9.3} {:>7}",
                 row.name,
                 row.requests_per_second,
                 row.p50_ms,
@@ -742,7 +1263,13 @@ impl Report {
                 row.failures
             );
         }
-        if let Some(line) = &self.budget_line {
+        if !self.counter_lines.is_empty() {
+            println!("counters over the measured runs:");
+            for line in &self.counter_lines {
+                println!("{line}");
+            }
+        }
+        for line in self.comparison_lines.iter().chain(&self.phase_lines) {
             println!("{line}");
         }
     }
@@ -812,7 +1339,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
         // Short runs, many rounds: pairs close in time matter more than long runs here.
         duration: Duration::from_secs(2),
         connections: 16,
-        rounds: 12,
+        rounds: None,
         warmup: Duration::from_secs(2),
         suite: None,
         enforce_budget: false,
@@ -833,8 +1360,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
                     .map_err(|_| Error::new("--connections is too large"))?;
             }
             "--rounds" => {
-                options.rounds = usize::try_from(positive(&value("--rounds")?)?)
-                    .map_err(|_| Error::new("--rounds is too large"))?;
+                options.rounds = Some(
+                    usize::try_from(positive(&value("--rounds")?)?)
+                        .map_err(|_| Error::new("--rounds is too large"))?,
+                );
             }
             "--warmup" => options.warmup = Duration::from_secs(positive(&value("--warmup")?)?),
             "--suite" => options.suite = Some(value("--suite")?),
@@ -857,7 +1386,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "bench --out <dir> [--duration <s>] [--connections <n>] [--rounds <n>] \
-                     [--warmup <s>] [--suite <name>] [--enforce-budget]"
+                     [--warmup <s>] [--suite security-headers|jwt-authz|ratelimit-tagger] \
+                     [--enforce-budget] [--extra-wasm NAME=PATH[=CONFIG]]"
                 );
                 std::process::exit(0);
             }
