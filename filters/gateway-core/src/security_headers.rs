@@ -21,7 +21,7 @@ pub use policy::{
     path_without_query, HeaderMode, HeaderOperation, HeaderRule, PathPrefix, PolicySummary,
     ResponseDecision, Scope, SecurityHeadersPolicy,
 };
-pub use preset::Preset;
+pub use preset::{Preset, API_HEADERS, API_REMOVE};
 
 #[cfg(test)]
 mod tests;

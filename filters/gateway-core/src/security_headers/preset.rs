@@ -15,8 +15,9 @@ pub enum Preset {
     None,
 }
 
-/// Headers the `api` preset sets.
-pub(super) const API_HEADERS: &[(&str, &str, HeaderMode)] = &[
+/// Headers the `api` preset sets (public so the benchmark's native reference scenario
+/// sets exactly these).
+pub const API_HEADERS: &[(&str, &str, HeaderMode)] = &[
     // Browsers ignore HSTS received over plain HTTP (RFC 6797 §8.1), so sending it on
     // every response is harmless; `preload` is left to the operator: it is a
     // commitment that is hard to undo.
@@ -70,7 +71,7 @@ pub(super) const API_HEADERS: &[(&str, &str, HeaderMode)] = &[
 
 /// Headers the `api` preset removes: they name software and versions (fingerprinting)
 /// or reveal the mesh's internals (timings, retries, peer workload metadata).
-pub(super) const API_REMOVE: &[&str] = &[
+pub const API_REMOVE: &[&str] = &[
     "server",
     "x-powered-by",
     "x-aspnet-version",

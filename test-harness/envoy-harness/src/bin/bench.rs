@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use envoy_harness::config::{self, WasmFilter};
 use envoy_harness::{client, paths, EnvoyProcess, Error, Result};
+use gateway_core::security_headers::{HeaderMode, API_HEADERS, API_REMOVE};
 use serde_json::{json, Value};
 
 /// Builds a suite; the directory is its scratch space (token files).
@@ -328,69 +329,19 @@ fn security_headers_suite() -> Result<Suite> {
 /// preset.rs`) as Envoy route configuration. `check_scenarios` proves, before any load,
 /// that it yields exactly the headers the filter yields.
 fn native_security_headers() -> Vec<(&'static str, Value)> {
-    const SET: &[(&str, &str)] = &[
-        (
-            "strict-transport-security",
-            "max-age=31536000; includeSubDomains",
-        ),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        (
-            "permissions-policy",
-            "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), \
-             fullscreen=(), geolocation=(), gyroscope=(), hid=(), idle-detection=(), \
-             magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), \
-             publickey-credentials-get=(), screen-wake-lock=(), serial=(), sync-xhr=(), usb=(), \
-             web-share=(), xr-spatial-tracking=()",
-        ),
-        ("cross-origin-opener-policy", "same-origin"),
-        ("cross-origin-resource-policy", "same-origin"),
-        ("cache-control", "no-store"),
-        ("x-permitted-cross-domain-policies", "none"),
-    ];
-    const IF_ABSENT: &[&str] = &["cache-control"];
-    const REMOVE: &[&str] = &[
-        "server",
-        "x-powered-by",
-        "x-aspnet-version",
-        "x-aspnetmvc-version",
-        "x-generator",
-        "x-runtime",
-        "x-version",
-        "x-backend-server",
-        "x-server",
-        "x-sourcemap",
-        "sourcemap",
-        "x-envoy-upstream-service-time",
-        "x-envoy-attempt-count",
-        "x-envoy-external-address",
-        "x-envoy-internal",
-        "x-envoy-overloaded",
-        "x-envoy-degraded",
-        "x-envoy-decorator-operation",
-        "x-envoy-ratelimited",
-        "x-envoy-peer-metadata",
-        "x-envoy-peer-metadata-id",
-    ];
-    let add: Vec<Value> = SET
+    let add: Vec<Value> = API_HEADERS
         .iter()
-        .map(|(key, value)| {
-            let action = if IF_ABSENT.contains(key) {
-                "ADD_IF_ABSENT"
-            } else {
-                "OVERWRITE_IF_EXISTS_OR_ADD"
+        .map(|(key, value, mode)| {
+            let action = match mode {
+                HeaderMode::IfAbsent => "ADD_IF_ABSENT",
+                HeaderMode::Overwrite => "OVERWRITE_IF_EXISTS_OR_ADD",
             };
             json!({ "header": { "key": key, "value": value }, "append_action": action })
         })
         .collect();
     vec![
         ("response_headers_to_add", Value::Array(add)),
-        ("response_headers_to_remove", json!(REMOVE)),
+        ("response_headers_to_remove", json!(API_REMOVE)),
     ]
 }
 
