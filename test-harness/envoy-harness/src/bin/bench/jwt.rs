@@ -21,7 +21,7 @@ use envoy_harness::{Error, Result};
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::{Comparison, Load, Marker, PhaseContext, PhaseOutcome, Scenario, Suite};
+use super::{Comparison, Layout, Load, Marker, PhaseContext, PhaseOutcome, Scenario, Suite};
 
 const ISSUER: &str = "https://auth.exchange.example";
 const AUDIENCE: &str = "svc-trading-api";
@@ -65,7 +65,7 @@ fn authn_counters() -> Vec<(&'static str, String)> {
     ]
 }
 
-pub fn suite(token_dir: &Path) -> Result<Suite> {
+pub fn suite(token_dir: &Path, _layout: Layout) -> Result<Suite> {
     let started = Instant::now();
     let rsa = RS256KeyPair::generate(2048)
         .map_err(|error| Error::new(format!("RSA key: {error}")))?

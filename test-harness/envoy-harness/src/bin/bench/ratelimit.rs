@@ -7,7 +7,7 @@
 //! Both peers load the shipped `ratelimit-service.yaml` with every `requests_per_unit`
 //! raised to 10^9 (nothing may trigger: the bench measures the path, not 429s); the native
 //! one with `client_ip` renamed `remote_address` (the key Envoy's action writes). The peers
-//! run in this process, on the load generator's CPU when Envoy has one of its own. Every
+//! run in this process, on wrk's CPU (see `Layout`). Every
 //! request carries `X-Forwarded-For: 203.0.113.7`: the tagger (one trusted hop, 127.0.0.0/8)
 //! and Envoy (`use_remote_address: false`, no trusted hops: the right-most entry) both key
 //! it as that address; the checks before the load confirm it from what the peers received.
@@ -19,7 +19,7 @@ use envoy_harness::{paths, Error, Result};
 use rls_peer::RlsPeer;
 use serde_json::{json, Value};
 
-use super::{Comparison, Load, Marker, Scenario, Suite};
+use super::{Comparison, Layout, Load, Marker, Scenario, Suite};
 
 const CLIENT_IP: &str = "203.0.113.7";
 /// The class the bench request (`GET /api/v1/trade/orders`) falls into.
@@ -197,11 +197,11 @@ fn service_yaml(key: &str) -> Result<String> {
         .join("\n"))
 }
 
-fn peer(key: &str) -> Result<Arc<RlsPeer>> {
+fn peer(key: &str, layout: Layout) -> Result<Arc<RlsPeer>> {
     let config = rls_peer::parse_yaml(&service_yaml(key)?)
         .map_err(|error| Error::new(format!("rls-peer config: {error}")))?;
-    // On the load generator's CPU, so Envoy keeps CPU 0 to itself.
-    let peer = super::on_load_cpu(|| RlsPeer::start(config, 0))
+    // Where wrk runs: Envoy's CPU in the shared layout, the other one in the split layout.
+    let peer = super::on_load_cpu(layout, || RlsPeer::start(config, 0))
         .map_err(|error| Error::new(format!("rls-peer: {error}")))?;
     Ok(Arc::new(peer))
 }
@@ -241,9 +241,9 @@ fn rls_counters() -> Vec<(&'static str, String)> {
     ]
 }
 
-pub fn suite() -> Result<Suite> {
-    let tagger_peer = peer("client_ip")?;
-    let native_peer = peer("remote_address")?;
+pub fn suite(layout: Layout) -> Result<Suite> {
+    let tagger_peer = peer("client_ip", layout)?;
+    let native_peer = peer("remote_address", layout)?;
     let tagger = WasmFilter::from_dist("ratelimit-tagger", tagger_config().to_string())?
         .root_id("ratelimit-tagger")
         .to_value();
