@@ -197,6 +197,7 @@ impl HostBuilder {
             host_uid: next_host_uid(),
             memory: None,
             allocator: None,
+            allocator_calls: 0,
             allocating: false,
             callback: Callback::None,
             current_context: 0,
@@ -266,6 +267,8 @@ impl HostBuilder {
             configured: false,
             fuel: self.fuel,
             failure: None,
+            fuel_consumed: 0,
+            vm_calls: 0,
             teardown: self.teardown,
             running_deferred: false,
         };
@@ -285,6 +288,10 @@ pub struct Host {
     failure: Option<String>,
     teardown: TeardownOrder,
     running_deferred: bool,
+    /// Fuel the guest burnt in every VM call so far (see [`Host::guest_instructions`]).
+    fuel_consumed: u64,
+    /// VM calls made so far (see [`Host::vm_calls`]).
+    vm_calls: u64,
 }
 
 impl std::fmt::Debug for Host {
@@ -336,18 +343,20 @@ impl Host {
         }
         let root = self.allocate_context_id();
         self.store.data_mut().root_id = root;
-        self.call::<(i32, i32), ()>(
+        self.call_if_exported::<(i32, i32), ()>(
             Callback::ContextCreate,
             root,
             "proxy_on_context_create",
             (root as i32, 0),
+            (),
         )?;
         let vm_config_len = self.store.data().vm_config.len() as i32;
-        let started: i32 = self.call(
+        let started: i32 = self.call_if_exported(
             Callback::VmStart,
             root,
             "proxy_on_vm_start",
             (root as i32, vm_config_len),
+            1,
         )?;
         if started == 0 {
             return Err(SimError::Instantiate(
@@ -361,11 +370,12 @@ impl Host {
     fn run_configure(&mut self) -> Result<bool, SimError> {
         let root = self.root_context_id();
         let len = self.store.data().plugin_config.len() as i32;
-        let ok: i32 = self.call(
+        let ok: i32 = self.call_if_exported(
             Callback::Configure,
             root,
             "proxy_on_configure",
             (root as i32, len),
+            1,
         )?;
         self.configured = ok != 0;
         self.run_deferred()?;
@@ -394,6 +404,20 @@ impl Host {
         self.ensure_alive()?;
         self.store.data_mut().plugin_config = config.into();
         self.run_configure()
+    }
+
+    /// The wasm instructions (wasmtime fuel: about one per instruction) the guest has
+    /// executed in all VM calls since the host was built: a deterministic measure of the
+    /// module's own work, unaffected by the machine's load. Host calls cost no fuel.
+    pub fn guest_instructions(&self) -> u64 {
+        self.fuel_consumed
+    }
+
+    /// The calls into the module (VM entries: callbacks and `proxy_on_memory_allocate`
+    /// when the host hands data over) since the host was built. On Envoy each one costs
+    /// about 2,000 instructions of V8 entry and exit, whatever the guest then does.
+    pub fn vm_calls(&self) -> u64 {
+        self.vm_calls + self.store.data().allocator_calls
     }
 
     /// The trap message if the VM failed.
@@ -433,7 +457,10 @@ impl Host {
         self.store
             .set_fuel(self.fuel)
             .map_err(|e| SimError::Misuse(e.to_string()))?;
+        self.vm_calls += 1;
         let result = function.call(&mut self.store, params);
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.fuel_consumed += self.fuel.saturating_sub(left);
         let target = self.store.data().target_context();
         {
             let state = self.store.data_mut();
@@ -457,6 +484,26 @@ impl Host {
                 message,
             }
         })
+    }
+
+    /// [`Host::call`] for a callback Envoy treats as optional: like proxy-wasm-cpp-host, a
+    /// module that does not export it is simply not called, and the host goes on with
+    /// `missing` (Continue for the header/body/trailer callbacks, `true` for `on_done`,
+    /// `on_vm_start` and `on_configure`). Filters rely on this: `make wasm` drops the
+    /// exports a filter does not use, so Envoy skips those VM calls on every request.
+    fn call_if_exported<P: WasmParams, R: WasmResults>(
+        &mut self,
+        callback: Callback,
+        context: u32,
+        export: &str,
+        params: P,
+        missing: R,
+    ) -> Result<R, SimError> {
+        self.ensure_alive()?;
+        if self.instance.get_func(&mut self.store, export).is_none() {
+            return Ok(missing);
+        }
+        self.call(callback, context, export, params)
     }
 
     /// Marks the VM failed; the affected streams get Envoy's FAIL_CLOSED 503.
@@ -542,11 +589,12 @@ impl Host {
         }
         self.stream_state_mut(stream)?.context_created = true;
         let root = self.root_context_id() as i32;
-        self.call::<(i32, i32), ()>(
+        self.call_if_exported::<(i32, i32), ()>(
             Callback::ContextCreate,
             stream.0,
             "proxy_on_context_create",
             (stream.0 as i32, root),
+            (),
         )
     }
 
@@ -660,11 +708,12 @@ impl Host {
         } else {
             (Callback::ResponseHeaders, "proxy_on_response_headers")
         };
-        let raw: i32 = self.call(
+        let raw: i32 = self.call_if_exported(
             callback,
             stream.0,
             export,
             (stream.0 as i32, count, i32::from(end_of_stream)),
+            0,
         )?;
         let action = self.finish_headers_callback(stream, request, raw)?;
         self.run_deferred()?;
@@ -750,11 +799,12 @@ impl Host {
         } else {
             (Callback::ResponseBody, "proxy_on_response_body")
         };
-        let raw: i32 = self.call(
+        let raw: i32 = self.call_if_exported(
             callback,
             stream.0,
             export,
             (stream.0 as i32, size, i32::from(end_of_stream)),
+            0,
         )?;
         let forced_stop = self.take_local_reply_request();
         let direction = self.stream_state_mut(stream)?.direction_mut(request);
@@ -827,7 +877,8 @@ impl Host {
         } else {
             (Callback::ResponseTrailers, "proxy_on_response_trailers")
         };
-        let raw: i32 = self.call(callback, stream.0, export, (stream.0 as i32, count))?;
+        let raw: i32 =
+            self.call_if_exported(callback, stream.0, export, (stream.0 as i32, count), 0)?;
         let forced_stop = self.take_local_reply_request();
         let direction = self.stream_state_mut(stream)?.direction_mut(request);
         Ok(if raw == 0 && !forced_stop {
@@ -845,10 +896,11 @@ impl Host {
         // Envoy creates the context even for a stream that never reached the filter.
         self.ensure_context(stream)?;
         let id = stream.0 as i32;
-        let log =
-            |host: &mut Host| host.call::<i32, ()>(Callback::Log, stream.0, "proxy_on_log", id);
+        let log = |host: &mut Host| {
+            host.call_if_exported::<i32, ()>(Callback::Log, stream.0, "proxy_on_log", id, ())
+        };
         let done = |host: &mut Host| {
-            host.call::<i32, i32>(Callback::Done, stream.0, "proxy_on_done", id)
+            host.call_if_exported::<i32, i32>(Callback::Done, stream.0, "proxy_on_done", id, 1)
                 .map(|_| ())
         };
         match self.teardown {
@@ -861,7 +913,7 @@ impl Host {
                 log(self)?;
             }
         }
-        self.call::<i32, ()>(Callback::Delete, stream.0, "proxy_on_delete", id)?;
+        self.call_if_exported::<i32, ()>(Callback::Delete, stream.0, "proxy_on_delete", id, ())?;
         if let Some(state) = self.store.data_mut().streams.get_mut(&stream.0) {
             state.completed = true;
             state.deleted = true;
@@ -909,11 +961,12 @@ impl Host {
             }
             let root = self.root_context_id();
             for queue in ready {
-                self.call::<(i32, i32), ()>(
+                self.call_if_exported::<(i32, i32), ()>(
                     Callback::QueueReady,
                     root,
                     "proxy_on_queue_ready",
                     (root as i32, queue as i32),
+                    (),
                 )?;
             }
         }
@@ -994,11 +1047,12 @@ impl Host {
         let count = state.response.headers.len() as i32;
         let end = i32::from(body.is_empty());
         let outcome = self
-            .call::<(i32, i32, i32), i32>(
+            .call_if_exported::<(i32, i32, i32), i32>(
                 Callback::ResponseHeaders,
                 stream.0,
                 "proxy_on_response_headers",
                 (stream.0 as i32, count, end),
+                0,
             )
             .and_then(|raw| self.finish_headers_callback(stream, false, raw))
             .and_then(|_| {
@@ -1096,11 +1150,12 @@ impl Host {
             };
             state.callout_response = response;
         }
-        let result = self.call::<(i32, i32, i32, i32, i32), ()>(
+        let result = self.call_if_exported::<(i32, i32, i32, i32, i32), ()>(
             Callback::HttpCallResponse,
             root,
             "proxy_on_http_call_response",
             (root as i32, token as i32, sizes.0, sizes.1, sizes.2),
+            (),
         );
         self.store.data_mut().callout_response = None;
         // The originating stream is already stopped; nothing to force here.
@@ -1145,7 +1200,13 @@ impl Host {
                 let at = tick.unwrap_or(target);
                 self.store.data_mut().clock.elapsed = at;
                 let root = self.root_context_id();
-                self.call::<i32, ()>(Callback::Tick, root, "proxy_on_tick", root as i32)?;
+                self.call_if_exported::<i32, ()>(
+                    Callback::Tick,
+                    root,
+                    "proxy_on_tick",
+                    root as i32,
+                    (),
+                )?;
                 let state = self.store.data_mut();
                 if let (Some(period), Some(next)) = (state.tick_period, state.next_tick_at) {
                     if next <= at {

@@ -173,6 +173,8 @@ pub(crate) struct HostState {
     pub host_uid: u64,
     pub memory: Option<Memory>,
     pub allocator: Option<TypedFunc<i32, i32>>,
+    /// Calls into `proxy_on_memory_allocate` (VM entries of their own on Envoy).
+    pub allocator_calls: u64,
     /// Inside `proxy_on_memory_allocate` (called from a hostcall).
     pub allocating: bool,
     pub callback: Callback,

@@ -138,6 +138,7 @@ pub(crate) fn return_bytes(
         format_err!("the module exports neither proxy_on_memory_allocate nor malloc")
     })?;
     caller.data_mut().allocating = true;
+    caller.data_mut().allocator_calls += 1;
     let allocated = allocator.call(&mut *caller, size);
     caller.data_mut().allocating = false;
     let address = allocated?;
