@@ -75,11 +75,20 @@ tools:
 
 ## ---------------------------------------------------------------- build
 
-# Every module goes through binaryen's wasm-opt -O3 (not -Oz: the crypto in jwt-authz
-# slows down badly when optimised for size); the feature flags are the ones rustc's
-# wasm32-wasip1 output uses, without them wasm-opt rejects the module.
-WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
-                  --enable-mutable-globals
+# Every module goes through tools/wasm-finish: it keeps only the exports listed here
+# (binaryen's wasm-metadce), then runs wasm-opt -O3. The SDK exports every proxy_on_*
+# callback and Envoy calls each exported one on every request (a VM entry of about 2,000
+# instructions each); a filter exports only the callbacks it implements. The common ones
+# every module needs (context create/delete free the SDK's per-stream state):
+WASM_EXPORTS_COMMON := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
+                       proxy_on_context_create proxy_on_vm_start proxy_on_configure proxy_on_delete
+WASM_EXPORTS_security-headers := proxy_on_request_headers proxy_on_response_headers proxy_on_tick
+WASM_EXPORTS_jwt-authz := proxy_on_request_headers proxy_on_http_call_response proxy_on_tick
+WASM_EXPORTS_ratelimit-tagger := proxy_on_request_headers proxy_on_response_headers proxy_on_tick
+# The bench's floor reference: a module that does nothing but is called like
+# security-headers (`noop_filter_trimmed.wasm`; the untrimmed one is what any SDK filter
+# costs before trimming).
+WASM_EXPORTS_noop-filter := proxy_on_response_headers
 # Size budgets (bytes), enforced by the build: each module must fit its own ConfigMap
 # (< 1 MiB) with room to spare; the numbers come from the issues.
 WASM_BUDGET_security-headers := 250000
@@ -92,8 +101,11 @@ wasm-opt:
 wasm: rust-target wasm-opt
 	@$(CARGO) build --quiet --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES))
 	@mkdir -p $(DIST) $(ROOT)/envoyfilter-manifests/modules
+	@$(foreach f,$(FILTERS),tools/wasm-finish $(WASM_OUT)/$(subst -,_,$(f)).wasm $(DIST)/$(f).wasm \
+	  $(WASM_EXPORTS_COMMON) $(WASM_EXPORTS_$(f)) &&) true
+	@tools/wasm-finish $(WASM_OUT)/noop_filter.wasm $(WASM_OUT)/noop_filter_trimmed.wasm \
+	  $(WASM_EXPORTS_COMMON) $(WASM_EXPORTS_noop-filter)
 	@for f in $(FILTERS); do \
-	  wasm-opt $(WASM_OPT_FLAGS) $(WASM_OUT)/$${f//-/_}.wasm -o $(DIST)/$$f.wasm; \
 	  (cd $(DIST) && sha256sum $$f.wasm > $$f.wasm.sha256); \
 	  cp $(DIST)/$$f.wasm $(ROOT)/envoyfilter-manifests/modules/; \
 	  size=$$(stat -c %s $(DIST)/$$f.wasm); \
@@ -115,7 +127,7 @@ clippy: rust-target
 	@$(CARGO) clippy --quiet --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
 
 unit:
-	@$(CARGO) test --quiet -p gateway-core --all-features $(addprefix -p ,$(FILTERS))
+	@$(CARGO) test --quiet -p gateway-core --all-features -p filter-glue $(addprefix -p ,$(FILTERS))
 
 sim-test: wasm
 	@$(CARGO) test --quiet -p proxy-wasm-sim
@@ -135,7 +147,7 @@ MANIFEST_DIRS := istio istio/argocd envoyfilter-manifests
 # The modules envoyfilter-manifests/ packages from dist/ (one ConfigMap each).
 ENVOYFILTER_MODULES := security-headers jwt-authz ratelimit-tagger
 
-.PHONY: manifest-deps promtool-dep manifests-test manifest-schemas
+.PHONY: manifest-deps promtool-dep manifests-test manifest-schemas pin-modules
 
 # The core schema catalog (PyPI) and the pinned kcr_* CRD binding crates (crates.io;
 # downloaded, never compiled). Offline from here on.
@@ -172,6 +184,19 @@ manifests-test: manifest-deps promtool-dep wasm envoy
 	@$(CARGO) run --quiet -p manifest-check -- promtool-prep istio istio/monitoring/tests $(BUILD)/promtool
 	@promtool check rules $(BUILD)/promtool/*.rules.yaml
 	@promtool test rules $(BUILD)/promtool/*_test.yaml
+
+# After `make wasm` changed a module: records each module's new sha256 wherever the
+# manifests name it (the EnvoyFilter and the ConfigMap annotation); manifests-test fails
+# until they match.
+pin-modules: wasm
+	@for m in $(ENVOYFILTER_MODULES); do \
+	  new=$$(cut -d' ' -f1 $(DIST)/$$m.wasm.sha256); \
+	  old=$$(sed -n 's/.*svc-gateway.io\/module-sha256: *//p' envoyfilter-manifests/envoyfilter-$$m.yaml | head -1); \
+	  if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then \
+	    sed -i "s/$$old/$$new/g" envoyfilter-manifests/envoyfilter-$$m.yaml envoyfilter-manifests/kustomization.yaml; \
+	    echo "$$m: $$old -> $$new"; \
+	  fi; \
+	done
 
 # CRD schemas in kubeconform's layout (CI's kubeconform job).
 manifest-schemas: manifest-deps

@@ -1144,3 +1144,54 @@ fn hosts_can_move_between_threads() {
     worker.join().unwrap();
     assert_eq!(shared.get("counter"), Some(b"1".to_vec()));
 }
+
+/// Envoy (proxy-wasm-cpp-host) calls a callback only if the module exports it, and goes on
+/// as if it returned Continue (or true) otherwise; `make wasm` relies on that to drop the
+/// callbacks a filter does not implement. The trimmed no-op module exports only context
+/// create/delete and response headers: a whole exchange runs without a missing-export
+/// error, and the module is entered only for those.
+#[test]
+fn callbacks_a_module_does_not_export_are_skipped_like_envoy() {
+    let mut trimmed = Host::builder(proxy_wasm_sim::fixture("noop-filter-trimmed"))
+        .build()
+        .unwrap();
+    let mut full = Host::builder(proxy_wasm_sim::fixture("noop-filter"))
+        .build()
+        .unwrap();
+    let exchange = |host: &mut Host| {
+        let s = host.new_stream();
+        let request = [(":method", "POST"), (":path", "/"), (":authority", "a")];
+        assert_eq!(
+            host.request_headers(s, &request, false).unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            host.request_body(s, b"body", false).unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            host.request_trailers(s, &[("t", "1")]).unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            host.response_headers(s, &[(":status", "200")], false)
+                .unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            host.response_body(s, b"ok", true).unwrap(),
+            Action::Continue
+        );
+        host.complete(s).unwrap();
+        assert_eq!(host.forwarded_request_body(s), b"body");
+        assert_eq!(host.forwarded_response_body(s), b"ok");
+    };
+    let before = (trimmed.vm_calls(), full.vm_calls());
+    exchange(&mut trimmed);
+    exchange(&mut full);
+    assert!(trimmed.failed().is_none() && full.failed().is_none());
+    // Context create, response headers, delete; against create, request headers, body and
+    // trailers, response headers and body, log, done, delete for the SDK's full set.
+    assert_eq!(trimmed.vm_calls() - before.0, 3);
+    assert_eq!(full.vm_calls() - before.1, 9);
+}
