@@ -11,15 +11,40 @@
 //! Like the filters, this goes through `proxy_wasm::hostcalls` and handles every `Result`:
 //! a failed metric definition or update is not counted rather than trapping the VM.
 
+use std::cell::Cell;
 use std::fmt;
+use std::time::Duration;
 
 use gateway_core::build_info::{BuildInfo, ConfigHash};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MetricType};
 
-/// A counter; `None` when its definition failed, and then it silently counts nothing.
+pub mod header_pairs;
+pub mod host;
+
+/// How often a root context hands its [`BatchedCounter`]s to Envoy (from its tick). Far
+/// below any Prometheus scrape interval, so no dashboard sees the delay.
+pub const METRICS_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// A counter updated on every call (one host call each); for rare events such as a
+/// rejected configuration. `None` when its definition failed, and then it silently counts
+/// nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counter(Option<u32>);
+
+/// A counter for per-request events: counted in wasm memory and handed to Envoy in one host
+/// call per [`METRICS_FLUSH_PERIOD`] by the root context's tick ([`BatchedCounter::flush`]).
+///
+/// A host call costs thousands of instructions on Envoy (V8's boundary crossing plus the
+/// allocations on both sides), as much as the rest of a filter's per-request work; counting
+/// locally takes it off the request path. The price: Envoy's value lags by up to one flush
+/// period, and the counts of the last period are lost if the VM is torn down before its
+/// next tick.
+#[derive(Debug, Default)]
+pub struct BatchedCounter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
 
 /// A gauge; `None` when its definition failed, and then it silently records nothing.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,12 +68,44 @@ impl Counter {
     /// skipped.
     pub fn add(self, count: usize) {
         if let (Some(id), Some(delta)) = (self.0, positive_delta(count)) {
-            let _ = hostcalls::increment_metric(id, delta);
+            let _ = host::increment_metric(id, delta);
         }
     }
 
     pub fn increment(self) {
         self.add(1);
+    }
+}
+
+// === impl BatchedCounter ===
+
+impl BatchedCounter {
+    pub fn define(name: &str) -> Self {
+        Self {
+            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+            pending: Cell::new(0),
+        }
+    }
+
+    pub fn add(&self, count: usize) {
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
+        self.pending.set(self.pending.get().saturating_add(count));
+    }
+
+    pub fn increment(&self) {
+        self.add(1);
+    }
+
+    /// Hands what was counted since the last flush to Envoy; nothing when nothing was. A
+    /// failed host call keeps the counts for the next flush.
+    pub fn flush(&self) {
+        let pending = self.pending.get();
+        let (Some(id), Ok(delta @ 1..)) = (self.id, i64::try_from(pending)) else {
+            return;
+        };
+        if host::increment_metric(id, delta).is_ok() {
+            self.pending.set(0);
+        }
     }
 }
 
