@@ -4,7 +4,9 @@
 //! ([`SecurityHeadersPolicy::from_json`]) and then answers one question per
 //! response ([`SecurityHeadersPolicy::decide_response`]): given the request path
 //! and the names of the headers the response carries, which headers to remove and
-//! which to set. The glue applies the answer; it decides nothing itself.
+//! which to set. [`Scope::rewrite`] gives the same answer as the response's complete
+//! new header list, which the glue hands to the host in one call; it decides nothing
+//! itself.
 //!
 //! Route overrides are chosen by the longest `pathPrefix` that matches whole path
 //! segments of `:path` (query stripped); responses whose request matched no route,
@@ -19,7 +21,7 @@ pub use config::{ConfigError, ConfigProblem, MAX_LIST_LEN, MAX_ROUTES, MAX_VALUE
 pub use field_path::FieldPath;
 pub use policy::{
     path_without_query, HeaderMode, HeaderOperation, HeaderRule, PathPrefix, PolicySummary,
-    ResponseDecision, Scope, SecurityHeadersPolicy,
+    ResponseDecision, Rewrite, Scope, SecurityHeadersPolicy,
 };
 pub use preset::{Preset, API_HEADERS, API_REMOVE};
 

@@ -2,21 +2,25 @@
 //! [`gateway_core::security_headers`].
 //!
 //! The root context turns the plugin configuration into an immutable policy; each
-//! stream remembers the request path and, on response headers (upstream responses
-//! and local replies alike), applies the operations the policy decides. Nothing
-//! here makes a decision of its own.
+//! stream remembers the request path (only when the policy has route overrides) and, on
+//! response headers (upstream responses and local replies alike), reads the response's
+//! header map once, lets the policy compute the new one ([`Scope::rewrite`]) and writes it
+//! back in one host call. Nothing here makes a decision of its own.
 //!
-//! Host calls go through `proxy_wasm::hostcalls`, whose `Result`s are handled,
-//! rather than the trait helpers that unwrap them, and header values are only ever
-//! read as bytes: an upstream sending non-UTF-8 must not trap the VM.
+//! Host calls are the expensive part of a filter on Envoy (see `filter_glue::header_pairs`),
+//! so a response costs two of them whatever the policy, the counters are kept in wasm
+//! memory and flushed from the root's tick, and the module exports only the callbacks it
+//! implements (Makefile `WASM_EXPORTS_security-headers`). Every host call goes through
+//! `filter_glue::host`, which returns errors instead of panicking, and header values are
+//! bytes: an upstream sending non-UTF-8 must not trap the VM.
 
 use std::rc::Rc;
 
-use filter_glue::{Counter, Gauge};
+use filter_glue::header_pairs;
+use filter_glue::host;
+use filter_glue::{BatchedCounter, Counter, Gauge, METRICS_FLUSH_PERIOD};
 use gateway_core::build_info::BuildInfo;
-use gateway_core::security_headers::{
-    path_without_query, HeaderOperation, ResponseDecision, SecurityHeadersPolicy,
-};
+use gateway_core::security_headers::{path_without_query, Scope, SecurityHeadersPolicy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
@@ -46,7 +50,7 @@ pub mod metric_names {
 struct SecurityHeadersRoot {
     context_id: u32,
     policy: Option<Rc<SecurityHeadersPolicy>>,
-    metrics: Option<Metrics>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 struct SecurityHeadersStream {
@@ -54,17 +58,17 @@ struct SecurityHeadersStream {
     /// `None` only if Envoy created a stream for a plugin whose configuration was
     /// rejected, which it does not do; the stream then passes responses through.
     policy: Option<Rc<SecurityHeadersPolicy>>,
-    metrics: Metrics,
+    metrics: Option<Rc<Metrics>>,
     /// `:path` without its query, read only when the policy has route overrides.
     request_path: Option<Vec<u8>>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug)]
 struct Metrics {
-    responses_hardened: Counter,
-    headers_set: Counter,
-    headers_removed: Counter,
-    upstream_values_kept: Counter,
+    responses_hardened: BatchedCounter,
+    headers_set: BatchedCounter,
+    headers_removed: BatchedCounter,
+    upstream_values_kept: BatchedCounter,
     configs_rejected: Counter,
     info: Gauge,
 }
@@ -80,7 +84,10 @@ impl RootContext for SecurityHeadersRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let metrics = *self.metrics.get_or_insert_with(Metrics::define);
+        let metrics = Rc::clone(
+            self.metrics
+                .get_or_insert_with(|| Rc::new(Metrics::define())),
+        );
         let Some(loaded) = filter_glue::load_configuration(
             &BUILD,
             self.context_id,
@@ -98,7 +105,20 @@ impl RootContext for SecurityHeadersRoot {
         );
         self.policy = Some(Rc::new(loaded.config));
         metrics.info.set_info();
+        if let Err(status) = hostcalls::set_tick_period(METRICS_FLUSH_PERIOD) {
+            // Counting goes on; Envoy just never sees the counts.
+            log::warn!(
+                "#{} cannot set the tick that flushes metrics: {status:?}",
+                self.context_id
+            );
+        }
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.flush();
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -106,7 +126,7 @@ impl RootContext for SecurityHeadersRoot {
         Some(Box::new(SecurityHeadersStream {
             context_id,
             policy: self.policy.clone(),
-            metrics: self.metrics.unwrap_or_default(),
+            metrics: self.metrics.clone(),
             request_path: None,
         }))
     }
@@ -128,9 +148,9 @@ impl HttpContext for SecurityHeadersStream {
             .as_ref()
             .is_some_and(|policy| policy.needs_request_path())
         {
-            match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path") {
+            match host::header_value(MapType::HttpRequestHeaders, ":path") {
                 Ok(path) => self.request_path = path.map(|p| path_without_query(&p).to_vec()),
-                Err(status) => log::warn!("#{} cannot read :path: {status:?}", self.context_id),
+                Err(status) => log::warn!("#{} cannot read :path: {status}", self.context_id),
             }
         }
         Action::Continue
@@ -140,53 +160,51 @@ impl HttpContext for SecurityHeadersStream {
         let Some(policy) = self.policy.as_deref() else {
             return Action::Continue;
         };
-        let response_headers = match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
-            Ok(headers) => headers,
-            Err(status) => {
-                log::warn!(
-                    "#{} cannot read response headers: {status:?}",
-                    self.context_id
-                );
+        let response = match host::header_map(MapType::HttpResponseHeaders) {
+            Ok(response) => response,
+            Err(error) => {
+                log::warn!("#{} cannot read response headers: {error}", self.context_id);
                 return Action::Continue;
             }
         };
-        let decision = policy.decide_response(
-            self.request_path.as_deref(),
-            response_headers.iter().map(|(name, _)| name.as_bytes()),
-        );
-        self.apply(&decision);
+        let scope = policy.scope_for(self.request_path.as_deref());
+        self.harden(scope, &response);
         Action::Continue
     }
 }
 
 impl SecurityHeadersStream {
-    fn apply(&self, decision: &ResponseDecision<'_>) {
-        for operation in &decision.operations {
-            let result = match operation {
-                HeaderOperation::Remove(name) => {
-                    hostcalls::remove_map_value(MapType::HttpResponseHeaders, name.as_str())
-                }
-                HeaderOperation::Set(name, value) => hostcalls::set_map_value_bytes(
-                    MapType::HttpResponseHeaders,
-                    name.as_str(),
-                    Some(value.as_bytes()),
-                ),
-            };
-            if let Err(status) = result {
-                log::warn!(
-                    "#{} cannot apply {operation:?}: {status:?}",
-                    self.context_id
-                );
-            }
+    fn harden(&self, scope: &Scope, response: &header_pairs::HeaderPairs) {
+        let rewrite = scope.rewrite(response);
+        if rewrite.headers_set == 0 && rewrite.headers_removed == 0 {
+            // Nothing changes (a scope that sets nothing, upstream values kept): no write.
+            self.count(
+                |metrics| &metrics.upstream_values_kept,
+                rewrite.upstream_values_kept,
+            );
+            return;
         }
-        if !decision.operations.is_empty() {
-            self.metrics.responses_hardened.increment();
+        let serialized = header_pairs::serialize(&rewrite.headers);
+        if let Err(status) = host::set_header_map(MapType::HttpResponseHeaders, &serialized) {
+            log::warn!(
+                "#{} cannot write the hardened response headers: {status}",
+                self.context_id
+            );
+            return;
         }
-        self.metrics.headers_set.add(decision.headers_set());
-        self.metrics.headers_removed.add(decision.headers_removed());
-        self.metrics
-            .upstream_values_kept
-            .add(decision.upstream_values_kept);
+        self.count(|metrics| &metrics.responses_hardened, 1);
+        self.count(|metrics| &metrics.headers_set, rewrite.headers_set);
+        self.count(|metrics| &metrics.headers_removed, rewrite.headers_removed);
+        self.count(
+            |metrics| &metrics.upstream_values_kept,
+            rewrite.upstream_values_kept,
+        );
+    }
+
+    fn count(&self, counter: impl Fn(&Metrics) -> &BatchedCounter, count: usize) {
+        if let Some(metrics) = &self.metrics {
+            counter(metrics).add(count);
+        }
     }
 }
 
@@ -195,12 +213,23 @@ impl SecurityHeadersStream {
 impl Metrics {
     fn define() -> Self {
         Self {
-            responses_hardened: Counter::define(metric_names::RESPONSES_HARDENED),
-            headers_set: Counter::define(metric_names::HEADERS_SET),
-            headers_removed: Counter::define(metric_names::HEADERS_REMOVED),
-            upstream_values_kept: Counter::define(metric_names::UPSTREAM_VALUES_KEPT),
+            responses_hardened: BatchedCounter::define(metric_names::RESPONSES_HARDENED),
+            headers_set: BatchedCounter::define(metric_names::HEADERS_SET),
+            headers_removed: BatchedCounter::define(metric_names::HEADERS_REMOVED),
+            upstream_values_kept: BatchedCounter::define(metric_names::UPSTREAM_VALUES_KEPT),
             configs_rejected: Counter::define(metric_names::CONFIGS_REJECTED),
             info: Gauge::define(metric_names::INFO),
+        }
+    }
+
+    fn flush(&self) {
+        for counter in [
+            &self.responses_hardened,
+            &self.headers_set,
+            &self.headers_removed,
+            &self.upstream_values_kept,
+        ] {
+            counter.flush();
         }
     }
 }

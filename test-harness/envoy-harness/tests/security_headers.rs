@@ -391,10 +391,18 @@ fn vm_start_is_logged_with_version_and_config_hash_and_the_info_metric_is_export
         Some(1),
         "{stats}"
     );
-    let hardened = edge
-        .envoy
-        .stat("wasmcustom.security_headers_responses_hardened_total");
-    assert!(hardened.unwrap().is_some_and(|count| count >= 1), "{stats}");
+    // Per-request counters reach Envoy from the filter's tick, within a second.
+    wait_until(
+        "the hardened-responses counter to count the request",
+        Duration::from_secs(5),
+        || {
+            Ok(edge
+                .envoy
+                .stat("wasmcustom.security_headers_responses_hardened_total")?
+                .is_some_and(|count| count >= 1))
+        },
+    )
+    .unwrap_or_else(|error| panic!("{error}: {stats}"));
     // Prometheus scrapes the same numbers without the `wasmcustom.` namespace.
     let prometheus = edge.envoy.admin_get("/stats/prometheus").unwrap();
     let info = prometheus

@@ -7,6 +7,8 @@
 // functions themselves (where clippy already allows unwrap/expect).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use proxy_wasm_sim::{artifact, Action, Host, LogLevel, StreamId};
 
 // Stat names as the filter defines them (README "Metrics").
@@ -65,6 +67,13 @@ fn host(config: &str) -> Host {
         .expect("security-headers starts");
     assert!(host.configured(), "config rejected: {:?}", host.logs());
     host
+}
+
+/// A counter as Envoy shows it once the filter's tick has flushed what it counted (the
+/// filter counts per-request events in wasm memory and flushes them every second).
+fn flushed(host: &mut Host, name: &str) -> Option<u64> {
+    host.advance(Duration::from_secs(1)).unwrap();
+    host.counter(name)
 }
 
 /// Runs one request/response through the filter; returns the stream to inspect.
@@ -149,7 +158,10 @@ fn leaking_headers_are_removed_and_the_rest_is_untouched() {
         Some("session=1; Secure; HttpOnly")
     );
     assert_preset(&host, s, "200 with leaks");
-    assert_eq!(host.counter(HEADERS_REMOVED), Some(LEAKING.len() as u64));
+    assert_eq!(
+        flushed(&mut host, HEADERS_REMOVED),
+        Some(LEAKING.len() as u64)
+    );
 }
 
 #[test]
@@ -219,7 +231,10 @@ fn every_response_class_is_hardened() {
             "{class}"
         );
     }
-    assert_eq!(host.counter(RESPONSES_HARDENED), Some(cases.len() as u64));
+    assert_eq!(
+        flushed(&mut host, RESPONSES_HARDENED),
+        Some(cases.len() as u64)
+    );
 }
 
 #[test]
@@ -279,7 +294,7 @@ fn if_absent_keeps_the_upstream_value_and_fills_the_gap() {
         host.response_header(silent, "cache-control").as_deref(),
         Some("no-store")
     );
-    assert_eq!(host.counter(UPSTREAM_VALUES_KEPT), Some(1));
+    assert_eq!(flushed(&mut host, UPSTREAM_VALUES_KEPT), Some(1));
 }
 
 #[test]
@@ -332,8 +347,8 @@ fn configured_modes_on_custom_headers() {
     // Preset `none` removes nothing and sets nothing of its own.
     assert_eq!(host.response_header(s, "server").as_deref(), Some("kept"));
     assert_eq!(host.response_header(s, "x-frame-options"), None);
-    assert_eq!(host.counter(HEADERS_SET), Some(2));
-    assert_eq!(host.counter(UPSTREAM_VALUES_KEPT), Some(1));
+    assert_eq!(flushed(&mut host, HEADERS_SET), Some(2));
+    assert_eq!(flushed(&mut host, UPSTREAM_VALUES_KEPT), Some(1));
 }
 
 // ------------------------------------------------------------------- route overrides
@@ -597,10 +612,30 @@ fn counters_follow_what_was_done() {
         "/",
         &[(":status", "200"), ("cache-control", "no-cache")],
     );
+    assert_eq!(flushed(&mut host, RESPONSES_HARDENED), Some(2));
+    assert_eq!(flushed(&mut host, HEADERS_REMOVED), Some(2));
+    assert_eq!(flushed(&mut host, HEADERS_SET), Some(10 + 9));
+    assert_eq!(flushed(&mut host, UPSTREAM_VALUES_KEPT), Some(1));
+}
+
+/// Per-request counts stay in wasm memory until the root's tick (every second) hands them
+/// to Envoy in one host call per counter: nothing shows before, everything after, and a
+/// second tick adds nothing twice.
+#[test]
+fn counters_reach_envoy_on_the_tick_once() {
+    let mut host = host("{}");
+    exchange(&mut host, "/", &[(":status", "200"), ("server", "a")]);
+    exchange(&mut host, "/", &[(":status", "200")]);
+    assert_eq!(host.tick_period(), Some(Duration::from_secs(1)));
+    assert_eq!(host.counter(RESPONSES_HARDENED), Some(0));
+    host.advance(Duration::from_millis(999)).unwrap();
+    assert_eq!(host.counter(RESPONSES_HARDENED), Some(0));
+    host.advance(Duration::from_millis(1)).unwrap();
     assert_eq!(host.counter(RESPONSES_HARDENED), Some(2));
-    assert_eq!(host.counter(HEADERS_REMOVED), Some(2));
-    assert_eq!(host.counter(HEADERS_SET), Some(10 + 9));
-    assert_eq!(host.counter(UPSTREAM_VALUES_KEPT), Some(1));
+    assert_eq!(host.counter(HEADERS_REMOVED), Some(1));
+    host.advance(Duration::from_secs(5)).unwrap();
+    assert_eq!(host.counter(RESPONSES_HARDENED), Some(2));
+    assert_eq!(host.counter(HEADERS_SET), Some(20));
 }
 
 // ------------------------------------------------------------------- bad configuration

@@ -416,7 +416,7 @@ fn apply_edits(
                 name: name.clone(),
                 other: "headers",
             })
-        } else if !inherited.set.iter().any(|rule| &rule.name == name) {
+        } else if !inherited.set().iter().any(|rule| &rule.name == name) {
             Err(ConfigProblem::NothingToOmit {
                 name: name.clone(),
                 inherited_from,
@@ -440,7 +440,7 @@ fn apply_edits(
                 name: name.clone(),
                 other: "remove",
             })
-        } else if !inherited.remove.contains(name) {
+        } else if !inherited.remove().contains(name) {
             Err(ConfigProblem::NothingToKeep {
                 name: name.clone(),
                 inherited_from,
@@ -453,7 +453,7 @@ fn apply_edits(
     // Compose: inherited entries keep their order (overrides replace them in place),
     // then this layer's additions in config order.
     let mut set: Vec<HeaderRule> = inherited
-        .set
+        .set()
         .iter()
         .filter(|rule| !omitted.iter().any(|(name, _)| name == &rule.name))
         .map(|rule| own_rule(&rule.name).unwrap_or(rule).clone())
@@ -464,7 +464,7 @@ fn apply_edits(
         }
     }
     let mut remove: Vec<HeaderName> = inherited
-        .remove
+        .remove()
         .iter()
         .filter(|name| !kept.iter().any(|(kept, _)| kept == *name))
         .cloned()
@@ -499,7 +499,7 @@ fn apply_edits(
             ConfigProblem::TooMany { max: MAX_LIST_LEN },
         ));
     }
-    Ok(Scope { set, remove })
+    Ok(Scope::new(set, remove))
 }
 
 /// Parses a list of header names in config order, rejecting duplicates and whatever

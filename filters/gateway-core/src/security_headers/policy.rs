@@ -20,8 +20,40 @@ pub struct SecurityHeadersPolicy {
 /// one path prefix), with everything inherited already folded in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
-    pub set: Vec<HeaderRule>,
-    pub remove: Vec<HeaderName>,
+    set: Vec<HeaderRule>,
+    remove: Vec<HeaderName>,
+    /// Every configured name with what to do about it, for [`Scope::rewrite`].
+    names: NameTable,
+}
+
+/// The names a scope acts on, bucketed by length so that a response header is compared
+/// with the one or two configured names of its length, not with all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NameTable {
+    /// `by_len[n]`: the configured names of `n` bytes.
+    by_len: Vec<Vec<(HeaderName, NameAction)>>,
+}
+
+/// What a scope does to a response header of a given name. The configuration never
+/// names a header both to set and to remove, so one action per name is enough.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameAction {
+    /// `remove[i]`.
+    Remove(usize),
+    /// `set[i]`.
+    Set(usize),
+}
+
+/// A response's complete new header list (see [`Scope::rewrite`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rewrite<'a> {
+    /// The response's own entries that stay, in their order, then the ones this scope
+    /// sets.
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub headers_set: usize,
+    pub headers_removed: usize,
+    /// `ifAbsent` headers left alone because the upstream already set them.
+    pub upstream_values_kept: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,8 +154,8 @@ impl fmt::Display for PolicySummary<'_> {
         write!(
             f,
             "preset {preset}, {} headers set, {} headers removed, {} route overrides",
-            policy.default_scope.set.len(),
-            policy.default_scope.remove.len(),
+            policy.default_scope.set().len(),
+            policy.default_scope.remove().len(),
             policy.routes.len()
         )
     }
@@ -132,6 +164,74 @@ impl fmt::Display for PolicySummary<'_> {
 // === impl Scope ===
 
 impl Scope {
+    /// `set` and `remove` share no name (the configuration rejects that) and each has at
+    /// most [`MAX_LIST_LEN`](super::MAX_LIST_LEN) entries.
+    pub(super) fn new(set: Vec<HeaderRule>, remove: Vec<HeaderName>) -> Self {
+        let names = NameTable::new(&set, &remove);
+        Self { set, remove, names }
+    }
+
+    pub fn set(&self) -> &[HeaderRule] {
+        &self.set
+    }
+
+    pub fn remove(&self) -> &[HeaderName] {
+        &self.remove
+    }
+
+    /// The response's new header list, computed in one pass: what [`Scope::decide`] would
+    /// have the glue do header by header, as one list the host can take in one call. The
+    /// response's entries keep their order (repeated names too) unless removed or
+    /// overwritten; the headers this scope sets follow. Names match case-insensitively.
+    pub fn rewrite<'a>(
+        &'a self,
+        response: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Rewrite<'a> {
+        // Both lists hold at most 64 entries (MAX_LIST_LEN), so one bit each.
+        let mut removed: u64 = 0;
+        let mut present: u64 = 0;
+        let mut kept = 0;
+        for (name, _) in response.clone() {
+            kept += 1;
+            match self.names.lookup(name) {
+                Some(NameAction::Remove(index)) => removed |= bit(index),
+                Some(NameAction::Set(index)) => present |= bit(index),
+                None => {}
+            }
+        }
+        let mut headers = Vec::with_capacity(kept + self.set.len());
+        for (name, value) in response {
+            let dropped = match self.names.lookup(name) {
+                Some(NameAction::Remove(_)) => true,
+                Some(NameAction::Set(index)) => self
+                    .set
+                    .get(index)
+                    .is_some_and(|rule| rule.mode == HeaderMode::Overwrite),
+                None => false,
+            };
+            if !dropped {
+                headers.push((name, value));
+            }
+        }
+        let mut upstream_values_kept = 0;
+        for (index, rule) in self.set.iter().enumerate() {
+            if rule.mode == HeaderMode::IfAbsent && present & bit(index) != 0 {
+                upstream_values_kept += 1;
+            } else {
+                headers.push((
+                    rule.name.as_str().as_bytes(),
+                    rule.value.as_str().as_bytes(),
+                ));
+            }
+        }
+        Rewrite {
+            headers_set: self.set.len() - upstream_values_kept,
+            headers_removed: removed.count_ones() as usize,
+            upstream_values_kept,
+            headers,
+        }
+    }
+
     fn decide<N: AsRef<[u8]>>(
         &self,
         response_header_names: impl IntoIterator<Item = N>,
@@ -169,6 +269,49 @@ impl Scope {
             }
         }
         decision
+    }
+}
+
+fn bit(index: usize) -> u64 {
+    u32::try_from(index)
+        .ok()
+        .and_then(|index| 1u64.checked_shl(index))
+        .unwrap_or(0)
+}
+
+// === impl NameTable ===
+
+impl NameTable {
+    fn new(set: &[HeaderRule], remove: &[HeaderName]) -> Self {
+        let entries = set
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| (&rule.name, NameAction::Set(index)))
+            .chain(
+                remove
+                    .iter()
+                    .enumerate()
+                    .map(|(index, name)| (name, NameAction::Remove(index))),
+            );
+        let mut by_len: Vec<Vec<(HeaderName, NameAction)>> = Vec::new();
+        for (name, action) in entries {
+            let len = name.as_str().len();
+            if by_len.len() <= len {
+                by_len.resize_with(len + 1, Vec::new);
+            }
+            if let Some(bucket) = by_len.get_mut(len) {
+                bucket.push((name.clone(), action));
+            }
+        }
+        Self { by_len }
+    }
+
+    fn lookup(&self, name: &[u8]) -> Option<NameAction> {
+        self.by_len
+            .get(name.len())?
+            .iter()
+            .find(|(candidate, _)| candidate.matches(name))
+            .map(|(_, action)| *action)
     }
 }
 

@@ -129,7 +129,7 @@ pub(super) fn scope(preset: Preset) -> Result<Scope, ConfigProblem> {
                 .iter()
                 .map(|name| Ok(HeaderName::parse(name)?))
                 .collect::<Result<_, ConfigProblem>>()?;
-            Ok(Scope { set, remove })
+            Ok(Scope::new(set, remove))
         }
     }
 }
@@ -145,19 +145,19 @@ mod tests {
     #[test]
     fn presets_are_valid_and_consistent() {
         let api = scope(Preset::Api).unwrap();
-        assert_eq!(api.set.len(), API_HEADERS.len());
-        assert_eq!(api.remove.len(), API_REMOVE.len());
-        for rule in &api.set {
+        assert_eq!(api.set().len(), API_HEADERS.len());
+        assert_eq!(api.remove().len(), API_REMOVE.len());
+        for rule in api.set() {
             assert_eq!(rule.name.as_str(), rule.name.as_str().to_ascii_lowercase());
             assert!(rule.value.as_str().is_ascii());
             assert!(!is_reserved(&rule.name));
             assert!(
-                !api.remove.contains(&rule.name),
+                !api.remove().contains(&rule.name),
                 "{} set and removed",
                 rule.name
             );
         }
-        for name in &api.remove {
+        for name in api.remove() {
             assert!(!is_reserved(name));
         }
         let mut names: Vec<_> = API_HEADERS
