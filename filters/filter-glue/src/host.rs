@@ -93,8 +93,18 @@ extern "C" {
         return_data: *mut *mut u8,
         return_size: *mut usize,
     ) -> u32;
+    #[link_name = "proxy_add_header_map_value"]
+    fn raw_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     #[link_name = "proxy_set_header_map_pairs"]
     fn raw_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
+    #[link_name = "proxy_remove_header_map_value"]
+    fn raw_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     #[link_name = "proxy_get_property"]
     fn raw_get_property(
         path_data: *const u8,
@@ -108,6 +118,17 @@ extern "C" {
         path_size: usize,
         value_data: *const u8,
         value_size: usize,
+    ) -> u32;
+    #[link_name = "proxy_send_local_response"]
+    fn raw_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
     ) -> u32;
     #[link_name = "proxy_increment_metric"]
     fn raw_increment_metric(metric_id: u32, offset: i64) -> u32;
@@ -156,6 +177,30 @@ pub fn set_header_map(map: MapType, serialized: &[u8]) -> Result<(), HostStatus>
     HostStatus::check(raw)
 }
 
+/// Adds one `name: value` entry to `map`, after any it already has (Envoy `addCopy`: no
+/// search for an existing entry, so the cheapest write when the name is known absent).
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostStatus> {
+    // SAFETY: both pointers are valid for their lengths for the duration of the call; the
+    // host copies them.
+    let raw = unsafe {
+        raw_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+    HostStatus::check(raw)
+}
+
+/// Removes every value of header `name` from `map` (nothing to do is not an error).
+pub fn remove_header(map: MapType, name: &str) -> Result<(), HostStatus> {
+    // SAFETY: the name is valid for its length for the duration of the call.
+    let raw = unsafe { raw_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+    HostStatus::check(raw)
+}
+
 /// A property (`path` segments, e.g. `["source", "address"]`); `None` when the host has no
 /// such property (NOT_FOUND) or it is empty.
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
@@ -181,6 +226,34 @@ pub fn set_property(name: &str, value: &[u8]) -> Result<(), HostStatus> {
     // SAFETY: both pointers are valid for their lengths for the duration of the call; the
     // host only reads them.
     let raw = unsafe { raw_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    HostStatus::check(raw)
+}
+
+/// Answers the current request with a local reply (Envoy sends it after the callback
+/// returns, through the encoder filters); `details` becomes the response code details
+/// access logs show. The callback should then return Pause.
+pub fn send_local_response(
+    status: u32,
+    details: &str,
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+) -> Result<(), HostStatus> {
+    let headers = crate::header_pairs::serialize(headers);
+    // SAFETY: every pointer is valid for its length for the duration of the call; the host
+    // copies what it needs.
+    let raw = unsafe {
+        raw_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            // No gRPC status: these are HTTP answers.
+            -1,
+        )
+    };
     HostStatus::check(raw)
 }
 

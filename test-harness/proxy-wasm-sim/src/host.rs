@@ -198,6 +198,7 @@ impl HostBuilder {
             memory: None,
             allocator: None,
             allocator_calls: 0,
+            injected_failures: Vec::new(),
             allocating: false,
             callback: Callback::None,
             current_context: 0,
@@ -411,6 +412,18 @@ impl Host {
     /// module's own work, unaffected by the machine's load. Host calls cost no fuel.
     pub fn guest_instructions(&self) -> u64 {
         self.fuel_consumed
+    }
+
+    /// Makes the next `times` calls of host function `name` (e.g.
+    /// `"proxy_set_header_map_pairs"`) answer `status` (e.g. 2, BAD_ARGUMENT) without doing
+    /// anything, to test a filter's error paths. Supported for the header-map and property
+    /// calls: `proxy_{get,set}_header_map_pairs`, `proxy_get_header_map_value`,
+    /// `proxy_{add,replace,remove}_header_map_value`, `proxy_{get,set}_property`.
+    pub fn fail_host_call(&mut self, name: &str, status: u32, times: usize) {
+        self.store
+            .data_mut()
+            .injected_failures
+            .push((name.to_owned(), status, times));
     }
 
     /// The calls into the module (VM entries: callbacks and `proxy_on_memory_allocate`

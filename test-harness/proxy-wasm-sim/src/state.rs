@@ -175,6 +175,8 @@ pub(crate) struct HostState {
     pub allocator: Option<TypedFunc<i32, i32>>,
     /// Calls into `proxy_on_memory_allocate` (VM entries of their own on Envoy).
     pub allocator_calls: u64,
+    /// Host calls a test asked to fail: name -> (status returned, calls left to fail).
+    pub injected_failures: Vec<(String, u32, usize)>,
     /// Inside `proxy_on_memory_allocate` (called from a hostcall).
     pub allocating: bool,
     pub callback: Callback,

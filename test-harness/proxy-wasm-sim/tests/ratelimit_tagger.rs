@@ -9,6 +9,8 @@
 // functions themselves (where clippy already allows unwrap/expect).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use proxy_wasm_sim::{artifact, workspace_root, Action, Host, LogLevel, PropertyValue, StreamId};
 
 // Stat names as the filter defines them (README "Metrics").
@@ -18,6 +20,13 @@ const SPOOFED_HEADERS_STRIPPED: &str = "ratelimit_tagger_spoofed_headers_strippe
 const REQUESTS_REJECTED: &str = "ratelimit_tagger_requests_rejected_total";
 const RATE_LIMITED_RESPONSES: &str = "ratelimit_tagger_rate_limited_responses_total";
 const UNTRANSLATED_RESPONSES: &str = "ratelimit_tagger_untranslated_responses_total";
+
+/// A counter as Envoy shows it once the filter's tick has flushed what it counted (the
+/// filter counts per-request events in wasm memory and flushes them every second).
+fn flushed(host: &mut Host, name: &str) -> Option<u64> {
+    host.advance(Duration::from_secs(1)).unwrap();
+    host.counter(name)
+}
 
 fn descriptors_emitted(class: &str) -> String {
     format!("ratelimit_tagger_descriptors_emitted_total.class.{class}")
@@ -254,9 +263,56 @@ fn emits_the_descriptor_layout() {
         "{first:?}"
     );
     assert_eq!(tag(&mut host, &alice), first);
-    assert_eq!(host.counter(&descriptors_emitted("order")), Some(1));
-    assert_eq!(host.counter(&descriptors_emitted("withdrawal")), Some(1));
-    assert_eq!(host.counter(&descriptors_emitted("public")), Some(2));
+    assert_eq!(flushed(&mut host, &descriptors_emitted("order")), Some(1));
+    assert_eq!(
+        flushed(&mut host, &descriptors_emitted("withdrawal")),
+        Some(1)
+    );
+    assert_eq!(flushed(&mut host, &descriptors_emitted("public")), Some(2));
+}
+
+/// The descriptor headers and the removal of a client's copies are one map write. When
+/// Envoy refuses it, the copies are removed one by one and the request goes on untagged
+/// (the local backstop still limits it); when even that fails the request is refused,
+/// since a surviving copy could key it to someone else's bucket.
+#[test]
+fn a_failed_header_write_never_lets_a_client_copy_through() {
+    const BAD_ARGUMENT: u32 = 2;
+    let spoofing = Request::new("GET", "/api/v1/trade/orders")
+        .xff("203.0.113.7")
+        .header("x-rl-user", "victim")
+        .header("x-rl-weight", "1000");
+
+    let mut stripped = host();
+    stripped.fail_host_call("proxy_set_header_map_pairs", BAD_ARGUMENT, 1);
+    let (stream, action) = send(&mut stripped, &spoofing);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        descriptors(&stripped, stream),
+        Vec::<(String, String)>::new()
+    );
+    assert!(stripped.local_reply(stream).is_none());
+    assert!(stripped.has_log(LogLevel::Warn, "cannot write the descriptor headers"));
+
+    let mut refused = host();
+    refused.fail_host_call("proxy_set_header_map_pairs", BAD_ARGUMENT, 1);
+    refused.fail_host_call("proxy_remove_header_map_value", BAD_ARGUMENT, 1);
+    let (stream, action) = send(&mut refused, &spoofing);
+    assert_eq!(action, Action::Pause);
+    let reply = refused.local_reply(stream).unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        r#"{"error":"service_unavailable","message":"the request could not be processed; retry later"}"#
+    );
+    assert!(refused.has_log(LogLevel::Error, "refusing the request"));
+
+    // A request map that cannot even be read: same fallback.
+    let mut unread = host();
+    unread.fail_host_call("proxy_get_header_map_pairs", BAD_ARGUMENT, 1);
+    let (stream, action) = send(&mut unread, &spoofing);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(descriptors(&unread, stream), Vec::<(String, String)>::new());
 }
 
 #[test]
@@ -273,7 +329,7 @@ fn client_sent_descriptor_headers_are_stripped_and_counted() {
         tag(&mut host, &request),
         layout("203.0.113.7", None, "public", "1")
     );
-    assert_eq!(host.counter(SPOOFED_HEADERS_STRIPPED), Some(5));
+    assert_eq!(flushed(&mut host, SPOOFED_HEADERS_STRIPPED), Some(5));
 
     // Stripped even when the request is then refused.
     let mut strict = host_with(&config_with(
@@ -286,7 +342,7 @@ fn client_sent_descriptor_headers_are_stripped_and_counted() {
     );
     assert_eq!(action, Action::Pause);
     assert!(strict.request_header(stream, "x-rl-user").is_none());
-    assert_eq!(strict.counter(SPOOFED_HEADERS_STRIPPED), Some(1));
+    assert_eq!(flushed(&mut strict, SPOOFED_HEADERS_STRIPPED), Some(1));
 }
 
 #[test]
@@ -334,7 +390,7 @@ fn the_user_comes_from_filter_state_never_from_a_header() {
         );
         // Envoy returns an empty value as "not found": then there is nothing to count.
         if !subject.is_empty() {
-            assert_eq!(host.counter(&fallbacks(reason)), Some(1), "{reason}");
+            assert_eq!(flushed(&mut host, &fallbacks(reason)), Some(1), "{reason}");
         }
     }
 }
@@ -415,14 +471,14 @@ fn unusable_forwarded_for_lands_in_the_shared_bucket() {
         ),
     ];
     for (request, reason) in &cases {
-        let before = host.counter(&fallbacks(reason)).unwrap_or(0);
+        let before = flushed(&mut host, &fallbacks(reason)).unwrap_or(0);
         assert_eq!(
             tag(&mut host, request),
             layout("unknown", None, "public", "1"),
             "{reason}"
         );
         assert_eq!(
-            host.counter(&fallbacks(reason)),
+            flushed(&mut host, &fallbacks(reason)),
             Some(before + 1),
             "{reason}"
         );
@@ -446,7 +502,10 @@ fn non_canonical_paths_get_the_default_class() {
             "{path}"
         );
     }
-    assert_eq!(host.counter(&fallbacks("non_canonical_path")), Some(3));
+    assert_eq!(
+        flushed(&mut host, &fallbacks("non_canonical_path")),
+        Some(3)
+    );
 }
 
 #[test]
@@ -467,9 +526,9 @@ fn reject_policy_answers_400_with_the_shared_body() {
         String::from_utf8(reply.body).unwrap(),
         r#"{"error":"client_address_unknown","message":"the client address could not be determined"}"#
     );
-    assert_eq!(host.counter(REQUESTS_REJECTED), Some(1));
+    assert_eq!(flushed(&mut host, REQUESTS_REJECTED), Some(1));
     assert_eq!(
-        host.counter(&fallbacks("client_ip_malformed_entry")),
+        flushed(&mut host, &fallbacks("client_ip_malformed_entry")),
         Some(1)
     );
 
@@ -522,7 +581,7 @@ fn translates_envoys_draft_03_headers_into_draft_09() {
     ] {
         assert_eq!(host.response_header(stream, gone), None, "{gone}");
     }
-    assert_eq!(host.counter(RATE_LIMITED_RESPONSES), Some(0));
+    assert_eq!(flushed(&mut host, RATE_LIMITED_RESPONSES), Some(0));
 }
 
 #[test]
@@ -546,7 +605,7 @@ fn a_429_gets_retry_after_matching_the_reset() {
         host.response_header(stream, "ratelimit").as_deref(),
         Some(r#""order";r=0;t=1"#)
     );
-    assert_eq!(host.counter(RATE_LIMITED_RESPONSES), Some(1));
+    assert_eq!(flushed(&mut host, RATE_LIMITED_RESPONSES), Some(1));
 
     let stream = respond(
         &mut host,
@@ -570,7 +629,7 @@ fn a_429_gets_retry_after_matching_the_reset() {
         Some("1")
     );
     assert_eq!(host.response_header(stream, "ratelimit-policy"), None);
-    assert_eq!(host.counter(RATE_LIMITED_RESPONSES), Some(3));
+    assert_eq!(flushed(&mut host, RATE_LIMITED_RESPONSES), Some(3));
 }
 
 #[test]
@@ -604,7 +663,7 @@ fn untranslatable_headers_are_removed_and_counted() {
             assert_eq!(host.response_header(stream, name), None, "{name}");
         }
     }
-    assert_eq!(host.counter(UNTRANSLATED_RESPONSES), Some(3));
+    assert_eq!(flushed(&mut host, UNTRANSLATED_RESPONSES), Some(3));
 
     // Responses of routes without limits are not touched at all.
     let stream = respond(

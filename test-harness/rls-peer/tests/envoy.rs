@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use envoy_harness::client::{self, Response};
 use envoy_harness::config;
-use envoy_harness::{paths, EnvoyProcess, MockUpstream};
+use envoy_harness::{paths, wait_until, EnvoyProcess, MockUpstream};
 use rls_peer::{Behaviour, ReceivedRequest, RlsPeer};
 
 /// A Unix time at the start of an hour: the peer's windows cannot roll over mid-test.
@@ -243,11 +243,23 @@ fn envoy_sends_the_descriptors_and_weight_the_tagger_decided() {
     );
     assert_eq!(response.header("x-ratelimit-limit"), None);
     assert_eq!(
-        gw.envoy
-            .stat("wasmcustom.ratelimit_tagger_spoofed_headers_stripped_total")
-            .unwrap(),
+        flushed_stat(
+            &gw.envoy,
+            "ratelimit_tagger_spoofed_headers_stripped_total",
+            3
+        ),
         Some(3)
     );
+}
+
+/// A tagger counter once it reached `expected` (the filter hands its per-request counts to
+/// Envoy from its tick, once a second), or what it is after five seconds.
+fn flushed_stat(envoy: &EnvoyProcess, name: &str, expected: u64) -> Option<u64> {
+    let stat = format!("wasmcustom.{name}");
+    let _ = wait_until(&stat, Duration::from_secs(5), || {
+        Ok(envoy.stat(&stat)? == Some(expected))
+    });
+    envoy.stat(&stat).unwrap()
 }
 
 #[test]
@@ -292,9 +304,11 @@ fn over_the_limit_answers_429_with_retry_after_draft_09_and_the_json_body() {
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("3600"));
     assert_eq!(
-        gw.envoy
-            .stat("wasmcustom.ratelimit_tagger_rate_limited_responses_total")
-            .unwrap(),
+        flushed_stat(
+            &gw.envoy,
+            "ratelimit_tagger_rate_limited_responses_total",
+            2
+        ),
         Some(2)
     );
 }

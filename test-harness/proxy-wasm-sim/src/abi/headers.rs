@@ -6,7 +6,7 @@
 use wasmtime::{Caller, Result};
 
 use super::memory::{offset, read_bytes, read_string, return_bytes};
-use super::restrict;
+use super::{injected_failure, restrict};
 use crate::error::Status;
 use crate::header_map::{deserialize_pairs, HeaderMap};
 use crate::state::{Callback, HostState};
@@ -120,6 +120,9 @@ pub(crate) fn proxy_get_header_map_pairs(
 ) -> Result<i32> {
     const CALL: &str = "proxy_get_header_map_pairs";
     restrict(&caller, CALL)?;
+    if let Some(status) = injected_failure(&mut caller, CALL) {
+        return Ok(status);
+    }
     let serialized = match locate_map(caller.data(), map_type) {
         Err(status) => return Ok(status.code()),
         // Envoy: an unavailable map reads as an empty map (OK), not as an error.
@@ -140,6 +143,9 @@ pub(crate) fn proxy_set_header_map_pairs(
 ) -> Result<i32> {
     const CALL: &str = "proxy_set_header_map_pairs";
     restrict(&caller, CALL)?;
+    if let Some(status) = injected_failure(&mut caller, CALL) {
+        return Ok(status);
+    }
     let bytes = read_bytes(&caller, CALL, ptr, size)?;
     // cpp-host: malformed pairs parse as an empty map, which then clears the headers.
     let pairs = deserialize_pairs(&bytes).unwrap_or_default();
@@ -165,6 +171,9 @@ pub(crate) fn proxy_get_header_map_value(
 ) -> Result<i32> {
     const CALL: &str = "proxy_get_header_map_value";
     restrict(&caller, CALL)?;
+    if let Some(status) = injected_failure(&mut caller, CALL) {
+        return Ok(status);
+    }
     let key = read_string(&caller, CALL, key_ptr, key_len)?;
     let value = match locate_map(caller.data(), map_type) {
         Err(status) => return Ok(status.code()),
@@ -192,6 +201,9 @@ fn modify_map(
     apply: impl FnOnce(&mut HeaderMap, &str, &[u8]),
 ) -> Result<i32> {
     restrict(caller, call)?;
+    if let Some(status) = injected_failure(caller, call) {
+        return Ok(status);
+    }
     let key = read_string(caller, call, key.0, key.1)?;
     let value = match value {
         Some((ptr, len)) => read_bytes(caller, call, ptr, len)?,

@@ -37,6 +37,17 @@ pub(crate) fn restrict(caller: &Caller<'_, HostState>, call: &str) -> Result<()>
     Ok(())
 }
 
+/// The status a test asked `call` to fail with ([`crate::Host::fail_host_call`]), consuming
+/// one of the failures asked for; `None` when the call runs normally.
+pub(crate) fn injected_failure(caller: &mut Caller<'_, HostState>, call: &str) -> Option<i32> {
+    let failures = &mut caller.data_mut().injected_failures;
+    let entry = failures
+        .iter_mut()
+        .find(|(name, _, left)| name == call && *left > 0)?;
+    entry.2 -= 1;
+    i32::try_from(entry.1).ok()
+}
+
 /// Builds the linker for one module: real host functions first, then every import still
 /// undefined becomes a trap naming itself when called.
 pub(crate) fn linker(module: &Module) -> Result<Linker<HostState>> {

@@ -6,7 +6,7 @@
 use wasmtime::{Caller, Result};
 
 use super::memory::{read_bytes, return_bytes};
-use super::restrict;
+use super::{injected_failure, restrict};
 use crate::error::Status;
 use crate::header_map::HeaderMap;
 use crate::properties::{parse_path, port_of, PropertyValue};
@@ -183,6 +183,9 @@ pub(crate) fn proxy_get_property(
 ) -> Result<i32> {
     const CALL: &str = "proxy_get_property";
     restrict(&caller, CALL)?;
+    if let Some(status) = injected_failure(&mut caller, CALL) {
+        return Ok(status);
+    }
     let path = parse_path(&read_bytes(&caller, CALL, path_ptr, path_len)?);
     let Some(bytes) = resolve(caller.data(), &path).and_then(|v| v.serialize()) else {
         return Ok(Status::NotFound.code());
@@ -201,6 +204,9 @@ pub(crate) fn proxy_set_property(
 ) -> Result<i32> {
     const CALL: &str = "proxy_set_property";
     restrict(&caller, CALL)?;
+    if let Some(status) = injected_failure(&mut caller, CALL) {
+        return Ok(status);
+    }
     let path = parse_path(&read_bytes(&caller, CALL, path_ptr, path_len)?);
     let value = read_bytes(&caller, CALL, value_ptr, value_len)?;
     // Envoy stores filter state on the stream; from a root context there is none.
