@@ -46,7 +46,7 @@ mod tests;
 
 pub use algorithm::Algorithm;
 pub use authorizer::{Authorization, CacheUse, RequestView};
-pub use cache::{TokenCache, VerifiedToken};
+pub use cache::{CacheKey, TokenCache, VerifiedToken};
 pub use config::{ConfigError, IssuerId, JwtAuthzConfig};
 pub use decision::{Denial, DenyReason};
 pub use host_verify::HostSignatureVerifier;

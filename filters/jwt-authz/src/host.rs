@@ -18,36 +18,6 @@ pub fn now_millis() -> u64 {
         })
 }
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    // The SDK's `hostcalls::set_property` panics on any status but OK, and a panic fails the
-    // whole VM (every later request answered 503 under FAIL_CLOSED). Envoy answers NOT_FOUND
-    // without a stream and BAD_ARGUMENT when a typed filter-state prototype rejects the value;
-    // declaring the import with a plain integer status lets us log those instead.
-    #[allow(clashing_extern_declarations)]
-    #[link_name = "proxy_set_property"]
-    fn proxy_set_property_raw(
-        path_data: *const u8,
-        path_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
-}
-
-/// Writes the filter-state object `wasm.<name>` on the current stream (Envoy
-/// `proxy_set_property`). Returns the host status on failure.
-pub fn set_stream_property(name: &str, value: &[u8]) -> Result<(), u32> {
-    // A one-segment property path is the name itself (segments are joined by NUL).
-    // SAFETY: both pointers are valid for the given lengths for the duration of the call;
-    // the host only reads them.
-    let status =
-        unsafe { proxy_set_property_raw(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
-    match status {
-        0 => Ok(()),
-        other => Err(other),
-    }
-}
-
 /// Whether Envoy's `verify_signature` foreign function is worth calling.
 #[derive(Debug)]
 pub struct HostCrypto {

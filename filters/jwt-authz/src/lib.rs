@@ -11,8 +11,12 @@
 //!   request; the root fetches the JWKS at once (rate-limited, one fetch for all workers) and
 //!   then resumes or denies every paused request. The wait is bounded by the fetch timeout.
 //!
-//! Host calls go through `proxy_wasm::hostcalls`, whose `Result`s are handled, and header
-//! values are read as bytes only: no client input can trap the VM.
+//! A request costs as few host calls as the decision allows (host calls are the expensive
+//! part of a filter on Envoy): one read of the whole request map, the time, three or four
+//! header adds and the subject hand-off on success; counters are batched to the root's tick
+//! and the module exports only the callbacks it implements. Request-path host calls go
+//! through `filter_glue::host`, which returns errors instead of panicking, and header values
+//! are read as bytes only: no client input can trap the VM.
 
 mod host;
 pub mod metrics;
@@ -24,18 +28,19 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use filter_glue::host as glue_host;
 use gateway_core::build_info::BuildInfo;
 use gateway_core::error_body;
 use gateway_core::jwt::{
-    Authorization, CacheUse, Denial, DenyReason, FallbackVerifier, HostSignatureVerifier, IssuerId,
-    JwtAuthzConfig, KeyFreshness, KeyRing, RequestView, TokenCache, UnknownKeyAction,
+    Authorization, CacheKey, CacheUse, Denial, DenyReason, FallbackVerifier, HostSignatureVerifier,
+    IssuerId, JwtAuthzConfig, KeyFreshness, KeyRing, RequestView, TokenCache, UnknownKeyAction,
 };
 use gateway_core::ratelimit::identity::DEFAULT_VERIFIED_SUBJECT_PROPERTY;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use host::{now_millis, set_stream_property, HostCrypto};
+use host::{now_millis, HostCrypto};
 use metrics::{Event, Metrics};
 use shared_keys::{Lease, SharedKeys};
 use verifier::{unverifiable_algorithm, InModuleVerifier};
@@ -127,7 +132,14 @@ struct RequestParts {
 // === impl Plugin ===
 
 impl Plugin {
-    fn new(config: JwtAuthzConfig, host_crypto: HostCrypto, now: u64) -> Self {
+    /// `cache_key` is `None` when the host gave no randomness: the cache then stays off,
+    /// since digests under a guessable key could be made to collide.
+    fn new(
+        config: JwtAuthzConfig,
+        host_crypto: HostCrypto,
+        cache_key: Option<CacheKey>,
+        now: u64,
+    ) -> Self {
         let keys = KeyRing::new(&config);
         let remote = config
             .issuers
@@ -140,7 +152,10 @@ impl Plugin {
             })
             .collect();
         Self {
-            cache: RefCell::new(TokenCache::new(config.cache_size)),
+            cache: RefCell::new(match cache_key {
+                Some(key) => TokenCache::new(config.cache_size, key),
+                None => TokenCache::new(0, CacheKey::from_bytes([0; 32])),
+            }),
             keys: RefCell::new(keys),
             remote: RefCell::new(remote),
             host_crypto,
@@ -538,7 +553,15 @@ impl RootContext for JwtAuthzRoot {
             return false;
         }
         let now = now_millis() / 1000;
-        let plugin = Rc::new(Plugin::new(loaded.config, host_crypto, now));
+        let cache_key = random_cache_key();
+        if cache_key.is_none() && loaded.config.cache_size > 0 {
+            log::error!(
+                "#{} {BUILD}: the host gave no randomness for the verified-token cache's key; \
+                 the cache is off and every token is verified",
+                self.context_id
+            );
+        }
+        let plugin = Rc::new(Plugin::new(loaded.config, host_crypto, cache_key, now));
         // Keys another VM (or this VM's previous configuration) already fetched are used at
         // once; the first tick fetches whatever is still missing.
         for issuer in 0..plugin.config.issuers.len() {
@@ -578,6 +601,7 @@ impl RootContext for JwtAuthzRoot {
             );
         }
         runtime.metrics.set_jwks_age(plugin.oldest_key_age(now));
+        runtime.metrics.flush();
         let wants_fetch = plugin
             .remote
             .borrow()
@@ -605,32 +629,36 @@ impl RootContext for JwtAuthzRoot {
     }
 }
 
+/// A fresh secret for the verified-token cache's digests (see `TokenDigest`); `None` when
+/// the host's random source fails.
+fn random_cache_key() -> Option<CacheKey> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(CacheKey::from_bytes(bytes))
+}
+
 // === impl JwtAuthzStream ===
 
 impl JwtAuthzStream {
-    /// Reads what the decision needs and removes client-supplied identity headers. Removal
-    /// is asked for only for names actually present (one host call per header saved on
-    /// every request); a header that cannot be removed fails the request closed.
+    /// Reads what the decision needs (one read of the whole map) and removes
+    /// client-supplied identity headers. Removal is asked for only for names actually
+    /// present, which they almost never are; a header that cannot be removed fails the
+    /// request closed.
     fn read_request(&self, plugin: &Plugin) -> Option<RequestParts> {
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        let headers = match glue_host::header_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
-            Err(status) => {
-                log::warn!(
-                    "#{} cannot read request headers: {status:?}",
-                    self.context_id
-                );
+            Err(error) => {
+                log::warn!("#{} cannot read request headers: {error}", self.context_id);
                 return None;
             }
         };
         for name in plugin.config.identity_headers.all() {
-            let present = headers
-                .iter()
-                .any(|(header, _)| name.matches(header.as_bytes()));
+            let present = headers.iter().any(|(header, _)| name.matches(header));
             if present {
                 if let Err(status) =
-                    hostcalls::remove_map_value(MapType::HttpRequestHeaders, name.as_str())
+                    glue_host::remove_header(MapType::HttpRequestHeaders, name.as_str())
                 {
-                    log::warn!("#{} cannot remove {name}: {status:?}", self.context_id);
+                    log::warn!("#{} cannot remove {name}: {status}", self.context_id);
                     return None;
                 }
             }
@@ -638,14 +666,14 @@ impl JwtAuthzStream {
         let mut method = None;
         let mut path = None;
         let mut authorization = Vec::new();
-        for (name, value) in headers {
+        for (name, value) in &headers {
             // Lossy: a non-UTF-8 byte becomes U+FFFD, which no path rule, method or
             // bearer token accepts, so such a request is denied rather than trapped on.
-            let value = String::from_utf8_lossy(&value).into_owned();
-            match name.as_str() {
-                ":method" => method = Some(value),
-                ":path" => path = Some(value),
-                _ if name.eq_ignore_ascii_case("authorization") => authorization.push(value),
+            let value = || String::from_utf8_lossy(value).into_owned();
+            match name {
+                b":method" => method = Some(value()),
+                b":path" => path = Some(value()),
+                _ if name.eq_ignore_ascii_case(b"authorization") => authorization.push(value()),
                 _ => {}
             }
         }
@@ -776,14 +804,16 @@ fn apply(
             let Some(plugin) = plugin else {
                 return deny(metrics, context_id, &unavailable_denial());
             };
+            // `add`, not `replace`: `read_request` removed any client copy, so Envoy need not
+            // search the map for one.
             for (name, value) in token.identity.headers(&plugin.config.identity_headers) {
-                if let Err(status) = hostcalls::set_map_value_bytes(
+                if let Err(status) = glue_host::add_header(
                     MapType::HttpRequestHeaders,
                     name.as_str(),
-                    Some(value.as_bytes()),
+                    value.as_str().as_bytes(),
                 ) {
                     // An upstream must not receive a half-written identity.
-                    log::warn!("#{context_id} cannot set {name}: {status:?}; denying");
+                    log::warn!("#{context_id} cannot set {name}: {status}; denying");
                     return deny(metrics, context_id, &unavailable_denial());
                 }
             }
@@ -791,11 +821,11 @@ fn apply(
                 let value =
                     plugin.subject_property_value(token.identity.issuer.as_str(), subject.as_str());
                 if let Err(status) =
-                    set_stream_property(DEFAULT_VERIFIED_SUBJECT_PROPERTY, value.as_bytes())
+                    glue_host::set_property(DEFAULT_VERIFIED_SUBJECT_PROPERTY, value.as_bytes())
                 {
                     // The tagger then keys this request by IP: degraded, not unsafe.
                     log::warn!(
-                        "#{context_id} cannot hand the subject to ratelimit-tagger: status {status}"
+                        "#{context_id} cannot hand the subject to ratelimit-tagger: {status}"
                     );
                 }
             }
@@ -819,16 +849,18 @@ fn apply(
 /// Sends the denial as a local reply; the stream stops here.
 fn deny(metrics: &Metrics, context_id: u32, denial: &Denial) -> Action {
     metrics.count(Event::Denied(denial.reason));
-    let mut headers = vec![("content-type", error_body::CONTENT_TYPE)];
+    let mut headers: Vec<(&[u8], &[u8])> =
+        vec![(b"content-type", error_body::CONTENT_TYPE.as_bytes())];
     if let Some(challenge) = &denial.www_authenticate {
-        headers.push(("www-authenticate", challenge.as_str()));
+        headers.push((b"www-authenticate", challenge.as_bytes()));
     }
-    if let Err(status) = hostcalls::send_http_response(
+    if let Err(status) = glue_host::send_local_response(
         u32::from(denial.status),
-        headers,
-        Some(denial.body.as_bytes()),
+        "jwt_authz_denied",
+        &headers,
+        denial.body.as_bytes(),
     ) {
-        log::warn!("#{context_id} cannot send the denial: {status:?}");
+        log::warn!("#{context_id} cannot send the denial: {status}");
     }
     Action::Pause
 }

@@ -1,7 +1,13 @@
 //! The filter's metrics. Envoy shows them under the `wasmcustom.` namespace in `/stats`
 //! and without any prefix in `/stats/prometheus`.
+//!
+//! The counters of every allowed request (allowed, anonymous, cache hit or miss) are
+//! [`BatchedCounter`]s: counted in the VM, handed to Envoy by the root's tick (at least once
+//! a second), since a host call per update would cost as much as the rest of the cached
+//! path. Denials, unknown-`kid` waits and the root's own events are exceptional, and what
+//! alerts watch: they go to Envoy at once.
 
-use filter_glue::{Counter, Gauge};
+use filter_glue::{BatchedCounter, Counter, Gauge};
 use gateway_core::jwt::DenyReason;
 
 pub mod names {
@@ -96,13 +102,13 @@ pub fn denied_metric_name(reason: DenyReason) -> String {
     format!("{}{}_total", names::DENIED_PREFIX, reason.label())
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Metrics {
-    allowed: Counter,
-    allowed_anonymous: Counter,
+    allowed: BatchedCounter,
+    allowed_anonymous: BatchedCounter,
     denied: [Counter; DENY_REASONS.len()],
-    cache_hits: Counter,
-    cache_misses: Counter,
+    cache_hits: BatchedCounter,
+    cache_misses: BatchedCounter,
     unknown_kid_waits: Counter,
     jwks_fetches_ok: Counter,
     jwks_fetches_failed: Counter,
@@ -131,13 +137,13 @@ pub enum Event {
 impl Metrics {
     pub fn define() -> Self {
         Self {
-            allowed: Counter::define(names::ALLOWED),
-            allowed_anonymous: Counter::define(names::ALLOWED_ANONYMOUS),
+            allowed: BatchedCounter::define(names::ALLOWED),
+            allowed_anonymous: BatchedCounter::define(names::ALLOWED_ANONYMOUS),
             // Defined up front so every reason exports a zero before its first denial:
             // alerts on rate() work from the start.
             denied: DENY_REASONS.map(|reason| Counter::define(&denied_metric_name(reason))),
-            cache_hits: Counter::define(names::CACHE_HITS),
-            cache_misses: Counter::define(names::CACHE_MISSES),
+            cache_hits: BatchedCounter::define(names::CACHE_HITS),
+            cache_misses: BatchedCounter::define(names::CACHE_MISSES),
             unknown_kid_waits: Counter::define(names::UNKNOWN_KID_WAITS),
             jwks_fetches_ok: Counter::define(names::JWKS_FETCHES_OK),
             jwks_fetches_failed: Counter::define(names::JWKS_FETCHES_FAILED),
@@ -148,21 +154,33 @@ impl Metrics {
     }
 
     pub fn count(&self, event: Event) {
-        let counter = match event {
-            Event::Allowed => self.allowed,
-            Event::AllowedAnonymous => self.allowed_anonymous,
+        let immediate = match event {
+            Event::Allowed => return self.allowed.increment(),
+            Event::AllowedAnonymous => return self.allowed_anonymous.increment(),
+            Event::CacheHit => return self.cache_hits.increment(),
+            Event::CacheMiss => return self.cache_misses.increment(),
             Event::Denied(reason) => self
                 .denied
                 .get(deny_slot(reason))
                 .copied()
                 .unwrap_or_default(),
-            Event::CacheHit => self.cache_hits,
-            Event::CacheMiss => self.cache_misses,
             Event::UnknownKidWait => self.unknown_kid_waits,
             Event::JwksFetchOk => self.jwks_fetches_ok,
             Event::JwksFetchFailed => self.jwks_fetches_failed,
         };
-        counter.increment();
+        immediate.increment();
+    }
+
+    /// Hands the per-request counts to Envoy (from the root's tick).
+    pub fn flush(&self) {
+        for counter in [
+            &self.allowed,
+            &self.allowed_anonymous,
+            &self.cache_hits,
+            &self.cache_misses,
+        ] {
+            counter.flush();
+        }
     }
 
     pub fn set_jwks_age(&self, seconds: u64) {

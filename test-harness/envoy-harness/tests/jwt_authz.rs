@@ -286,6 +286,16 @@ impl Gateway {
             .unwrap()
             .unwrap_or(0)
     }
+
+    /// A counter of allowed requests once it reached `expected`: the filter hands those
+    /// counts to Envoy from its tick, once a second (denials are counted at once). What it
+    /// is after five seconds otherwise.
+    fn flushed_stat(&self, name: &str, expected: u64) -> u64 {
+        let _ = wait_until(name, StdDuration::from_secs(5), || {
+            Ok(self.stat(name) == expected)
+        });
+        self.stat(name)
+    }
 }
 
 fn now() -> u64 {
@@ -374,7 +384,7 @@ fn valid_tokens_reach_the_upstream_with_the_verified_identity_only() {
     assert_eq!(response.status, 200);
     let health = gateway.upstream.received().pop().unwrap();
     assert_eq!(health.header("x-auth-subject"), None);
-    assert_eq!(gateway.stat("jwt_authz_allowed_total"), 3);
+    assert_eq!(gateway.flushed_stat("jwt_authz_allowed_total", 3), 3);
     assert_eq!(gateway.stat("jwt_authz_info"), 1);
 
     // The verified subject reached the stream's filter state (for ratelimit-tagger); the

@@ -285,6 +285,13 @@ fn get_with_token(host: &mut Host, path: &str, token: &str) -> Answer {
     send(host, "GET", path, &[("authorization", &authorization)])
 }
 
+/// A counter of allowed requests as Envoy shows it once the filter's tick has flushed what
+/// it counted (every second; denials are counted at once).
+fn flushed(host: &mut Host, name: &str) -> Option<u64> {
+    host.advance(StdDuration::from_secs(1)).unwrap();
+    host.counter(name)
+}
+
 fn denied_total(host: &Host, reason: &str) -> u64 {
     host.counter(&format!("jwt_authz_denied_{reason}_total"))
         .unwrap_or_else(|| panic!("no counter for {reason}"))
@@ -470,8 +477,8 @@ fn valid_tokens_pass_with_exactly_the_verified_identity() {
             Some(authorization)
         );
     }
-    assert_eq!(host.counter("jwt_authz_allowed_total"), Some(4));
-    assert_eq!(host.counter("jwt_authz_cache_misses_total"), Some(4));
+    assert_eq!(flushed(&mut host, "jwt_authz_allowed_total"), Some(4));
+    assert_eq!(flushed(&mut host, "jwt_authz_cache_misses_total"), Some(4));
     assert_eq!(
         host_verifications.load(Ordering::SeqCst),
         1,
@@ -487,12 +494,13 @@ fn a_repeated_token_is_served_from_the_cache_until_it_expires() {
         let answer = get_with_token(&mut host, TRADE, &token);
         assert_eq!(answer.action, Action::Continue);
     }
-    assert_eq!(host.counter("jwt_authz_cache_misses_total"), Some(1));
+    // One second for the tick that hands the counts to Envoy...
+    assert_eq!(flushed(&mut host, "jwt_authz_cache_misses_total"), Some(1));
     assert_eq!(host.counter("jwt_authz_cache_hits_total"), Some(2));
 
-    // exp = now + 600, skew 30: valid at +630 s, expired after (the cache entry dies at exp,
-    // the fresh verification then applies the skew).
-    host.advance(StdDuration::from_secs(630)).unwrap();
+    // ...so +629 more is +630: exp = now + 600, skew 30: valid at +630 s, expired after
+    // (the cache entry dies at exp, the fresh verification then applies the skew).
+    host.advance(StdDuration::from_secs(629)).unwrap();
     answer_ok(&mut host, &token);
     host.advance(StdDuration::from_secs(1)).unwrap();
     let answer = get_with_token(&mut host, TRADE, &token);
@@ -1020,7 +1028,10 @@ fn spoofed_identity_headers_are_stripped_on_anonymous_routes() {
     ] {
         assert!(host.request_header(answer.stream, name).is_none(), "{name}");
     }
-    assert_eq!(host.counter("jwt_authz_allowed_anonymous_total"), Some(1));
+    assert_eq!(
+        flushed(&mut host, "jwt_authz_allowed_anonymous_total"),
+        Some(1)
+    );
 }
 
 // ------------------------------------------------------------------ keys

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::cache::{TokenCache, TokenDigest, VerifiedToken};
+use super::cache::{TokenCache, VerifiedToken};
 use super::claims::{ClaimError, TokenClaims};
 use super::config::{Access, IssuerId, JwtAuthzConfig, Requirements};
 use super::decision::{Denial, DenyReason};
@@ -105,7 +105,7 @@ impl JwtAuthzConfig {
             }
         };
 
-        let digest = TokenDigest::of(token);
+        let digest = cache.digest(token);
         let cached = cache
             .get(&digest, now)
             .filter(|verified| self.key_is_current(keys, verified.issuer, verified.key, now));

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::authorizer::{Authorization, CacheUse, RequestView};
 use super::base64url;
-use super::cache::TokenCache;
+use super::cache::{CacheKey, TokenCache};
 use super::config::tests::{base_config, parse};
 use super::config::JwtAuthzConfig;
 use super::decision::DenyReason;
@@ -35,7 +35,7 @@ impl Gateway {
     fn with_config(config: Value) -> Self {
         let config = parse(&config).unwrap();
         let keys = KeyRing::new(&config);
-        let cache = TokenCache::new(config.cache_size);
+        let cache = TokenCache::new(config.cache_size, CacheKey::from_bytes([42; 32]));
         Self {
             config,
             keys,
