@@ -340,6 +340,14 @@ impl JwtAuthzRoot {
                 shared.fetch_wanted = wanted;
                 continue;
             }
+            // The lease is ours, but another worker (a VM on another thread) may have
+            // fetched between this tick's adoption and now: it publishes its snapshot before
+            // it releases the lease, so the snapshot is visible now. Take it instead of
+            // fetching the same JWKS again (adopting also ends the fetch `poll` started).
+            if shared.shared.adopt(remote_keys, now) {
+                shared.shared.hold_until(&runtime.vm, now_ms);
+                continue;
+            }
             let request = vec![
                 (":method", "GET"),
                 (":path", settings.path.as_str()),

@@ -199,6 +199,7 @@ impl HostBuilder {
             allocator: None,
             allocator_calls: 0,
             injected_failures: Vec::new(),
+            hidden_shared_data: Vec::new(),
             allocating: false,
             callback: Callback::None,
             current_context: 0,
@@ -424,6 +425,17 @@ impl Host {
             .data_mut()
             .injected_failures
             .push((name.to_owned(), status, times));
+    }
+
+    /// Makes this VM's next `reads` reads of shared-data keys starting with `key_prefix`
+    /// answer NOT_FOUND: the value another VM wrote is not visible yet. Envoy's workers run on
+    /// their own threads, so a VM can read a key just before another VM writes it; this
+    /// stages such interleavings deterministically.
+    pub fn hide_shared_data(&mut self, key_prefix: &str, reads: usize) {
+        self.store
+            .data_mut()
+            .hidden_shared_data
+            .push((key_prefix.to_owned(), reads));
     }
 
     /// The calls into the module (VM entries: callbacks and `proxy_on_memory_allocate`

@@ -177,6 +177,8 @@ pub(crate) struct HostState {
     pub allocator_calls: u64,
     /// Host calls a test asked to fail: name -> (status returned, calls left to fail).
     pub injected_failures: Vec<(String, u32, usize)>,
+    /// Shared-data keys (by prefix) a test hid from this VM: prefix -> reads left.
+    pub hidden_shared_data: Vec<(String, usize)>,
     /// Inside `proxy_on_memory_allocate` (called from a hostcall).
     pub allocating: bool,
     pub callback: Callback,

@@ -1286,6 +1286,52 @@ fn worker_vms_share_keys_and_fetch_once() {
     }
 }
 
+/// Worker VMs run on different threads. Worker B's tick reads the shared snapshot (none new
+/// yet); worker A's fetch then completes, publishes and releases the lease; B then finds the
+/// lease free and its keys due. B must take A's snapshot, not fetch the same JWKS again.
+#[test]
+fn a_worker_that_finds_the_lease_free_takes_a_snapshot_published_meanwhile() {
+    let shared = SharedData::new();
+    let Gateway {
+        host: mut first, ..
+    } = gateway_sharing(Some(shared.clone()));
+    let (builder, _) = builder_with(&config(), Some(shared.clone()));
+    let mut second = builder.build().unwrap();
+    second.advance(StdDuration::from_millis(5)).unwrap();
+    assert!(second.http_calls().is_empty());
+
+    // Both ticks once a second at the same phase; both become due for the periodic refresh
+    // at +300 s. A's tick there fetches, and the answer comes 1 ms later (A's clock), which
+    // releases the lease from then on.
+    for _ in 0..299 {
+        first.advance(StdDuration::from_secs(1)).unwrap();
+        second.advance(StdDuration::from_secs(1)).unwrap();
+    }
+    first.advance(StdDuration::from_millis(997)).unwrap();
+    let calls = first.http_calls();
+    assert_eq!(calls.len(), 1, "A fetches the due refresh");
+    let rotated = jwks(&[rsa_jwk(&keys().rsa), ec_jwk(&keys().ec_rotated)]);
+    first
+        .respond_http_call(calls[0].token, &[(":status", "200")], &rotated)
+        .unwrap();
+
+    // B's next two ticks read the snapshot before A's write becomes visible to them. At the
+    // first, A still holds the lease; at the second the lease is free and B's keys are due:
+    // the moment the race opens.
+    second.hide_shared_data("jwt-authz/jwks/", 2);
+    second.advance(StdDuration::from_secs(2)).unwrap();
+    assert!(
+        second.http_calls().is_empty(),
+        "B fetched the JWKS A had just published"
+    );
+    let token = keys().ec_rotated.sign(trade_claims(&second)).unwrap();
+    assert_eq!(
+        get_with_token(&mut second, TRADE, &token).action,
+        Action::Continue,
+        "B took A's keys"
+    );
+}
+
 #[test]
 fn reconfiguration_clears_the_cache_and_keeps_shared_keys() {
     let Gateway { mut host, .. } = gateway();

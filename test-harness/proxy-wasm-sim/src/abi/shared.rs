@@ -18,6 +18,9 @@ pub(crate) fn proxy_get_shared_data(
     const CALL: &str = "proxy_get_shared_data";
     restrict(&caller, CALL)?;
     let key = read_string(&caller, CALL, key_ptr, key_len)?;
+    if hidden(&mut caller, &key) {
+        return Ok(Status::NotFound.code());
+    }
     let found = caller.data().shared.with(|store| store.get(&key));
     match found {
         Err(status) => Ok(status.code()),
@@ -124,5 +127,21 @@ pub(crate) fn proxy_dequeue_shared_queue(
             return_bytes(&mut caller, CALL, &value, ret_ptr, ret_size)?;
             Ok(Status::Ok.code())
         }
+    }
+}
+
+/// Whether a test hid `key` from this read ([`crate::Host::hide_shared_data`]), consuming one
+/// of the hidden reads.
+fn hidden(caller: &mut Caller<'_, HostState>, key: &str) -> bool {
+    let hidden = &mut caller.data_mut().hidden_shared_data;
+    match hidden
+        .iter_mut()
+        .find(|(prefix, left)| key.starts_with(prefix.as_str()) && *left > 0)
+    {
+        Some((_, left)) => {
+            *left -= 1;
+            true
+        }
+        None => false,
     }
 }
