@@ -48,7 +48,14 @@ fn run() -> Result<()> {
         let replicas: Vec<String> = upstream
             .replicas
             .iter()
-            .map(|r| format!("mTLS :{} -> mock :{}", r.front.port(), r.mock.port()))
+            .map(|r| {
+                format!(
+                    "mTLS :{} -> mock :{}, control :{}",
+                    r.front.port(),
+                    r.mock.port(),
+                    r.mock.control_port()
+                )
+            })
             .collect();
         println!("  upstream    {} ({})", upstream.host, replicas.join(", "));
     }
