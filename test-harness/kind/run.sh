@@ -13,8 +13,8 @@
 #  1. kind (pinned version + sha256) and istioctl (pinned Istio release + sha256, the
 #     release the manifests target: proxyv2:1.31.1, see README "Envoy and Istio versions");
 #  2. the modules (make wasm) and the mock-upstream image (static binary, FROM scratch);
-#  3. a kind cluster (pinned node image), Istio with istio-cni (minimal profile: istiod
-#     only; the gateway is istio/ingressgateway/ itself);
+#  3. a three-node kind cluster (pinned node image, cluster.yaml), Istio with istio-cni
+#     (minimal profile: istiod only; the gateway is istio/ingressgateway/ itself);
 #  4. a dev CA: the gateway's TLS secret for api.exchange.example.com, and the issuer's
 #     JWKS endpoint in the cluster as https://auth.exchange.example.com (dev-issuer.yaml);
 #  5. istio/ (through overlay/: without the prometheus-operator objects, the issuer's CA)
@@ -114,8 +114,12 @@ cargo run --quiet --manifest-path "$ROOT/Cargo.toml" -p envoy-harness --bin dev-
 log "kind cluster $CLUSTER"
 "$BIN/kind" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
 CLUSTER_CREATED=1
-"$BIN/kind" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --wait 120s
+"$BIN/kind" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" \
+  --config "$HERE/cluster.yaml" --wait 180s
 "$BIN/kind" load docker-image "$MOCK_IMAGE" --name "$CLUSTER"
+# The gateway and ratelimit pods spread over zones with DoNotSchedule, which skips nodes
+# without a zone label: kind's have none. One zone for all.
+kubectl label node --all --overwrite topology.kubernetes.io/zone=kind-a
 # istio-cni: the gateway pods run without NET_ADMIN (istio/README.md prerequisites).
 # JWKS_RESOLVER_INSECURE_SKIP_VERIFY: istiod fetches the RequestAuthentication's JWKS
 # itself, from the dev issuer, whose dev-CA certificate its OS bundle cannot verify (the
