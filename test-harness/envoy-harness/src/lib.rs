@@ -5,8 +5,9 @@
 //!   it fills in, waits until the admin endpoint says `/ready`, and always stops it again.
 //! - [`config`] builds the pieces our templates repeat: the wasm filter block for a `.wasm`
 //!   in `dist/`, and the native filters tests put around it.
-//! - [`MockUpstream`] is an in-process HTTP/1.1 upstream that names itself, answers with the
-//!   status a request asks for and leaks the headers a gateway must strip.
+//! - [`MockUpstream`] is an HTTP/1.1 upstream that names itself, answers with the status a
+//!   request asks for, leaks the headers a gateway must strip, and has a control port for
+//!   fault rules (fail / reset / delay the next N requests) and per-method/path counts.
 //! - [`ClosedPort`] is a loopback port that refuses every connection: an upstream that is
 //!   down, without the race of a port that is merely unused.
 //! - [`client`] is a deliberately small blocking HTTP/1.1 client: it returns the response
@@ -27,4 +28,4 @@ pub mod paths;
 pub use closed_port::ClosedPort;
 pub use envoy::{wait_until, EnvoyBuilder, EnvoyProcess};
 pub use error::{Error, Result};
-pub use mock::{MockUpstream, RecordedRequest};
+pub use mock::{Fault, FaultRule, MockAddresses, MockService, MockUpstream, RecordedRequest};

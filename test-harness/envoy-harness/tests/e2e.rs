@@ -1,11 +1,18 @@
-//! End-to-end suite of the whole chain: TLS, routes, the three filters, rate limits,
-//! resilience. Against `GATEWAY_URL` (e.g. `https://127.0.0.1:8443`) with `GATEWAY_CA` (the
-//! CA file) when set — `GATEWAY_HTTP_URL` adds the redirect check, tokens are signed with
-//! the dev issuer key in `build/local-gateway/` — otherwise against a local gateway this
-//! test process starts itself on free ports.
+//! End-to-end suite of the whole chain: TLS, routes, the three filters, Istio's jwt_authn and
+//! rbac, rate limits, resilience. Against `GATEWAY_URL` (e.g. `https://127.0.0.1:8443`) with
+//! `GATEWAY_CA` (the CA file) when set, otherwise against a local gateway this test process
+//! starts itself on free ports. Against another gateway (the kind cluster,
+//! test-harness/kind/run.sh):
+//! - `GATEWAY_HTTP_URL` adds the redirect check;
+//! - tokens are signed with the dev issuer key in `build/local-gateway/`, with
+//!   `GATEWAY_TOKEN_ISSUER` as `iss` (default: the local dev issuer);
+//! - `GATEWAY_MOCK_CONTROL=svc-trading-api=127.0.0.1:19080,svc-wallet=...` names the mocks'
+//!   control APIs (see src/mock.rs), for the checks that set faults or count what an upstream
+//!   received.
 //!
-//! Checks that look at what an upstream received need the in-process gateway (they read
-//! the mocks' records); against an external gateway they are reported and skipped.
+//! Checks that need the gateway's insides (its Envoy stats, the mTLS fronts, taking a replica
+//! down, connecting from many loopback addresses) run against the in-process gateway only and
+//! say so when skipped.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,18 +22,22 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use envoy_harness::local_gateway::dev_issuer::{DevIssuer, TokenRequest};
-use envoy_harness::local_gateway::{LocalGateway, Ports, Upstream, STATE_DIR};
+use envoy_harness::local_gateway::{LocalGateway, Ports, STATE_DIR};
 use envoy_harness::paths;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// The gateway's host: TLS server name (SNI) and `host` of every request, as at the real
+/// gateway, whose Gateway and certificate are for this name only.
+const GATEWAY_HOST: &str = "api.exchange.example.com";
 
 // ------------------------------------------------------------------ target
 
@@ -36,6 +47,9 @@ struct Target {
     http_port: Option<u16>,
     ca: PathBuf,
     issuer: DevIssuer,
+    token_issuer: Option<String>,
+    /// Service name → control API address of its mock.
+    mock_control: Vec<(String, String)>,
     local: Option<&'static LocalGateway>,
 }
 
@@ -59,6 +73,12 @@ fn target() -> &'static Target {
         if let Ok(url) = std::env::var("GATEWAY_URL") {
             let (host, port) = host_port(&url);
             let ca = std::env::var("GATEWAY_CA").expect("GATEWAY_URL needs GATEWAY_CA");
+            let mock_control = std::env::var("GATEWAY_MOCK_CONTROL")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(service, address)| (service.trim().to_owned(), address.trim().to_owned()))
+                .collect();
             return Target {
                 host,
                 https_port: port.unwrap_or(443),
@@ -67,6 +87,8 @@ fn target() -> &'static Target {
                     .map(|u| host_port(&u).1.unwrap_or(80)),
                 ca: PathBuf::from(ca),
                 issuer: DevIssuer::load_or_create(&paths::repo_root().join(STATE_DIR)).unwrap(),
+                token_issuer: std::env::var("GATEWAY_TOKEN_ISSUER").ok(),
+                mock_control,
                 local: None,
             };
         }
@@ -93,20 +115,30 @@ fn target() -> &'static Target {
             .expect("starting the local gateway");
         let local = LOCAL.get().unwrap();
         let ports = Ports::pick();
+        let mock_control = local
+            .upstreams
+            .iter()
+            .map(|u| {
+                let port = u.control_port().unwrap();
+                (u.service().to_owned(), format!("127.0.0.1:{port}"))
+            })
+            .collect();
         Target {
             host: "127.0.0.1".into(),
             https_port: local.port(&ports, "https").unwrap(),
             http_port: Some(local.port(&ports, "http").unwrap()),
             ca: local.ca_path.clone(),
             issuer: DevIssuer::load_or_create(&local.state_dir).unwrap(),
+            token_issuer: None,
+            mock_control,
             local: Some(local),
         }
     })
 }
 
-/// Checks that read the mocks' records need the in-process gateway.
-fn skipped_against_external_gateway() {
-    eprintln!("skipped: needs the in-process gateway's mock upstreams (GATEWAY_URL is set)");
+/// Checks that need the in-process gateway's insides.
+fn skipped_against_external_gateway(what: &str) {
+    eprintln!("skipped against GATEWAY_URL: needs the in-process gateway ({what})");
 }
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -115,23 +147,123 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn mock(service: &str) -> Option<&'static Upstream> {
-    let local = target().local?;
-    local.upstream(service)
+fn sign(mut request: TokenRequest) -> String {
+    if let Some(issuer) = &target().token_issuer {
+        request.issuer.clone_from(issuer);
+    }
+    target().issuer.sign(&request).unwrap()
 }
 
 fn token(subject: &str, scope: &str) -> String {
-    target()
-        .issuer
-        .sign(&TokenRequest::new(subject, scope))
-        .unwrap()
+    sign(TokenRequest::new(subject, scope))
 }
 
 fn token_with(edit: impl FnOnce(&mut TokenRequest)) -> String {
     let mut request = TokenRequest::new("user-e2e", "trade:read");
     edit(&mut request);
-    target().issuer.sign(&request).unwrap()
+    sign(request)
 }
+
+// ------------------------------------------------------------------ mock control API
+
+/// A mock upstream's control API (src/mock.rs), in process or in the cluster alike.
+struct MockControl {
+    address: String,
+}
+
+/// The control API of `service`'s mock, `None` when the target does not expose it.
+fn mock(service: &str) -> Option<MockControl> {
+    let address = target()
+        .mock_control
+        .iter()
+        .find(|(name, _)| name == service)?
+        .1
+        .clone();
+    Some(MockControl { address })
+}
+
+fn skipped_without_mock_control(service: &str) {
+    eprintln!("skipped: no control API for {service} (GATEWAY_MOCK_CONTROL)");
+}
+
+impl MockControl {
+    fn try_call(&self, method: &str, path: &str, body: &str) -> std::io::Result<Response> {
+        let mut stream = TcpStream::connect(self.address.as_str())?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: mock-control\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        Ok(parse(&raw))
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> Response {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("mock control API {}: {e}", self.address))
+    }
+
+    /// Adds a fault rule; the guard clears every rule (releasing held answers) when the
+    /// test ends, failed or not.
+    fn fault(&self, method: &str, path: &str, times: u64, fault: Value) -> FaultGuard<'_> {
+        let rule = json!({"method": method, "path": path, "times": times, "fault": fault});
+        let response = self.call("POST", "/faults", &rule.to_string());
+        assert_eq!(
+            response.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        FaultGuard { mock: self }
+    }
+
+    /// Requests the service received for `method` and `path`, every replica.
+    fn count(&self, method: &str, path: &str) -> u64 {
+        let counts = self.call("GET", "/counts", "").json();
+        counts["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["method"] == method && c["path"] == path)
+            .map_or(0, |c| c["count"].as_u64().unwrap())
+    }
+
+    /// What arrived for `path`, in arrival order per replica.
+    fn requests(&self, path: &str) -> Vec<Value> {
+        let response = self.call("GET", &format!("/requests?path={path}"), "");
+        response.json().as_array().unwrap().clone()
+    }
+}
+
+struct FaultGuard<'a> {
+    mock: &'a MockControl,
+}
+
+impl Drop for FaultGuard<'_> {
+    fn drop(&mut self) {
+        // No assertion here: this also runs while a failed test unwinds.
+        let _ = self.mock.try_call("DELETE", "/faults", "");
+    }
+}
+
+fn header_of<'a>(request: &'a Value, name: &str) -> Vec<&'a str> {
+    request["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
+/// A counter or gauge of the in-process gateway's Envoy (0 when it does not exist yet).
+fn envoy_stat(local: &LocalGateway, name: &str) -> u64 {
+    local.envoy.stat(name).unwrap().unwrap_or(0)
+}
+
+const WALLET_CLUSTER: &str = "outbound|8080||svc-wallet.wallet.svc.cluster.local";
 
 // ------------------------------------------------------------------ HTTPS client
 
@@ -215,16 +347,26 @@ fn parse(raw: &[u8]) -> Response {
 }
 
 fn send(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    send_to_host(GATEWAY_HOST, method, path, headers, body)
+}
+
+fn send_to_host(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let target = target();
     let stream = TcpStream::connect((target.host.as_str(), target.https_port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let name = ServerName::try_from(target.host.clone()).unwrap();
+    let name = ServerName::try_from(GATEWAY_HOST).unwrap();
     let connection = ClientConnection::new(tls_config(&target.ca), name).unwrap();
     let mut tls = StreamOwned::new(connection, stream);
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: api.exchange.example.com\r\nconnection: close\r\ncontent-length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -312,11 +454,20 @@ fn the_three_prefixes_reach_their_own_upstream() {
 }
 
 #[test]
-fn an_unknown_path_is_a_json_404() {
+fn a_host_the_gateway_does_not_serve_is_a_json_404() {
     let _serial = serial();
-    // jwt-authz runs before the router and denies what no rule covers, so a 404 needs a
-    // path a rule covers (`/api/v1/trade` prefix) that no route does (`/api/v1/trade/`).
-    let response = get("/api/v1/trade", Some(&token("user-404", "trade:read")));
+    // Every path a request can reach the router with is routed (the AuthorizationPolicy only
+    // lets routed prefixes through), so Envoy's own 404 is what another authority gets: the
+    // Gateway serves api.exchange.example.com only. Token and path are fine.
+    let token = token("user-404", "trade:read");
+    let mut auth = String::new();
+    let response = send_to_host(
+        "other.example.com",
+        "GET",
+        "/api/v1/trade/orders",
+        &[with_bearer(&token, &mut auth)],
+        "",
+    );
     assert_eq!(
         response.status,
         404,
@@ -324,15 +475,6 @@ fn an_unknown_path_is_a_json_404() {
         String::from_utf8_lossy(&response.body)
     );
     assert_error_body(&response, "not_found");
-    assert_hardened(&response);
-    // Outside every rule: denied before routing, still hardened.
-    let response = get("/api/v2/nothing", Some(&token("user-404", "trade:read")));
-    assert_eq!(
-        response.status,
-        403,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
     assert_hardened(&response);
 }
 
@@ -346,27 +488,38 @@ fn plain_http_redirects_to_https() {
     };
     let mut stream = TcpStream::connect((target.host.as_str(), port)).unwrap();
     stream
-        .write_all(b"GET /api/v1/trade/orders?x=1 HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .write_all(
+            format!("GET /api/v1/trade/orders?x=1 HTTP/1.1\r\nhost: {GATEWAY_HOST}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let response = parse(&raw);
     assert_eq!(response.status, 301);
     let location = response.header("location").unwrap();
-    assert_eq!(
-        location,
-        format!(
-            "https://127.0.0.1:{}/api/v1/trade/orders?x=1",
-            target.https_port
-        )
-    );
+    if target.local.is_some() {
+        // The local HTTPS listener is not on 443, so the redirect names its port.
+        assert_eq!(
+            location,
+            format!(
+                "https://{GATEWAY_HOST}:{}/api/v1/trade/orders?x=1",
+                target.https_port
+            )
+        );
+    } else {
+        assert_eq!(
+            location,
+            format!("https://{GATEWAY_HOST}/api/v1/trade/orders?x=1")
+        );
+    }
 }
 
 #[test]
 fn the_upstream_only_accepts_the_gateways_client_certificate() {
     let _serial = serial();
     let Some(local) = target().local else {
-        return skipped_against_external_gateway();
+        return skipped_against_external_gateway("the mTLS fronts");
     };
     // The mTLS front of an upstream refuses a client without a dev-CA certificate.
     let risk = local.upstream("svc-risk-control").unwrap();
@@ -401,15 +554,104 @@ fn the_upstream_only_accepts_the_gateways_client_certificate() {
 // ------------------------------------------------------------------ JWT
 
 #[test]
-fn no_token_is_401_with_a_bearer_challenge() {
+fn a_request_without_a_token_is_denied_by_rbac_before_jwt_authz() {
     let _serial = serial();
-    let response = get("/api/v1/trade/orders", None);
-    assert_eq!(response.status, 401);
-    assert!(response
-        .header("www-authenticate")
-        .is_some_and(|v| v.starts_with("Bearer")));
-    assert_error_body(&response, "unauthorized");
+    // require-jwt-on-api (DENY, no request principal on /api/*) acts before jwt-authz, which
+    // would have answered 401 with a Bearer challenge.
+    let denied_before = target()
+        .local
+        .map(|local| envoy_stat(local, "http.gateway_https.rbac.denied"));
+    let response = get("/api/v1/trade/no-token", None);
+    assert_eq!(
+        response.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(
+        response.header("www-authenticate").is_none(),
+        "jwt-authz answered, not rbac: {:?}",
+        response.headers
+    );
+    assert_error_body(&response, "access_denied");
     assert_hardened(&response);
+    if let Some(trading) = mock("svc-trading-api") {
+        assert_eq!(trading.count("GET", "/api/v1/trade/no-token"), 0);
+    }
+    match (target().local, denied_before) {
+        (Some(local), Some(before)) => assert_eq!(
+            envoy_stat(local, "http.gateway_https.rbac.denied"),
+            before + 1
+        ),
+        _ => skipped_against_external_gateway("rbac stats"),
+    }
+}
+
+#[test]
+fn a_token_for_another_service_is_denied_by_rbac() {
+    let _serial = serial();
+    // allow-api-by-audience: /api/v1/trade/* needs aud svc-trading-api. A valid token for
+    // svc-wallet passes jwt_authn (its audiences are any-of the three); jwt-authz would
+    // refuse it too, but with a Bearer challenge: an answer without one is rbac's.
+    let token = token_with(|r| {
+        r.subject = "user-aud".into();
+        r.scope = "trade:read".into();
+        r.audience = "svc-wallet".into();
+    });
+    let denied_before = target()
+        .local
+        .map(|local| envoy_stat(local, "http.gateway_https.rbac.denied"));
+    let response = get("/api/v1/trade/orders-aud", Some(&token));
+    assert_eq!(
+        response.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(response.header("www-authenticate").is_none());
+    assert_error_body(&response, "access_denied");
+    assert_hardened(&response);
+    if let Some(trading) = mock("svc-trading-api") {
+        assert_eq!(trading.count("GET", "/api/v1/trade/orders-aud"), 0);
+    }
+    if let (Some(local), Some(before)) = (target().local, denied_before) {
+        assert_eq!(
+            envoy_stat(local, "http.gateway_https.rbac.denied"),
+            before + 1
+        );
+    }
+    // The same token with the right audience goes through.
+    let token = token_with(|r| {
+        r.subject = "user-aud".into();
+        r.scope = "trade:read".into();
+    });
+    assert_eq!(get("/api/v1/trade/orders-aud", Some(&token)).status, 200);
+}
+
+#[test]
+fn what_no_allow_rule_names_is_denied_by_default() {
+    let _serial = serial();
+    // A path outside every ALLOW rule, with a valid token: the ALLOW filter denies it.
+    let response = get(
+        "/api/v2/nothing",
+        Some(&token("user-default-deny", "trade:read")),
+    );
+    assert_eq!(response.status, 403);
+    assert!(response.header("www-authenticate").is_none());
+    assert_error_body(&response, "access_denied");
+    assert_hardened(&response);
+    // allow-health: GET needs no token, any other method is not allowed.
+    let response = get("/healthz", None);
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_hardened(&response);
+    let response = send("POST", "/healthz", &[], "");
+    assert_eq!(response.status, 403);
+    assert_error_body(&response, "access_denied");
 }
 
 #[test]
@@ -457,7 +699,7 @@ fn a_token_without_the_routes_scope_is_403() {
 fn upstreams_get_the_verified_identity_and_never_a_spoofed_one() {
     let _serial = serial();
     let Some(wallet) = mock("svc-wallet") else {
-        return skipped_against_external_gateway();
+        return skipped_without_mock_control("svc-wallet");
     };
     let token = token("user-identity", "wallet:read");
     let mut auth = String::new();
@@ -475,29 +717,14 @@ fn upstreams_get_the_verified_identity_and_never_a_spoofed_one() {
         "",
     );
     assert_eq!(response.status, 200);
-    let seen = wallet
-        .received()
-        .into_iter()
-        .rev()
-        .find(|r| r.path == "/api/v1/wallet/identity-check")
-        .unwrap();
-    assert_eq!(seen.header("x-auth-subject"), Some("user-identity"));
-    assert_eq!(seen.header("x-auth-scopes"), Some("wallet:read"));
-    assert!(seen
-        .header("x-auth-issuer")
-        .is_some_and(|v| v != "https://evil.example"));
-    assert_ne!(seen.header("x-auth-client-id"), Some("spoofed"));
-    assert!(seen.header("x-rl-user").is_none(), "{:?}", seen.headers);
-    let values: Vec<&str> = seen
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "x-auth-subject")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert_eq!(values, ["user-identity"]);
+    let received = wallet.requests("/api/v1/wallet/identity-check");
+    let seen = received.last().unwrap();
+    assert_eq!(header_of(seen, "x-auth-subject"), ["user-identity"]);
+    assert_eq!(header_of(seen, "x-auth-scopes"), ["wallet:read"]);
+    assert!(!header_of(seen, "x-auth-issuer").contains(&"https://evil.example"));
+    assert!(!header_of(seen, "x-auth-client-id").contains(&"spoofed"));
+    assert!(header_of(seen, "x-rl-user").is_empty(), "{seen}");
 }
-
-// ------------------------------------------------------------------ rate limits
 
 #[test]
 fn orders_are_limited_per_user_with_retry_after_and_draft_09_fields() {
@@ -626,85 +853,153 @@ fn public_class_traffic_is_limited_per_ip() {
 // ------------------------------------------------------------------ resilience
 
 #[test]
-fn a_failing_get_is_retried_and_a_failing_order_is_sent_once() {
+fn a_get_failing_once_is_retried_and_the_client_gets_200() {
     let _serial = serial();
     let Some(trading) = mock("svc-trading-api") else {
-        return skipped_against_external_gateway();
+        return skipped_without_mock_control("svc-trading-api");
     };
-    let token = token("user-retry", "trade:write trade:read");
-    let mut auth = String::new();
-    // The mock answers 503 to every attempt that asks for it: a GET is tried 1 + 2 times.
-    let response = send(
-        "GET",
-        "/api/v1/trade/retry-get",
-        &[with_bearer(&token, &mut auth), ("x-mock-status", "503")],
-        "",
-    );
-    assert_eq!(response.status, 503);
-    assert_hardened(&response);
-    assert_eq!(trading.request_count("GET", "/api/v1/trade/retry-get"), 3);
-
-    let response = send(
-        "POST",
-        "/api/v1/trade/orders-once",
-        &[with_bearer(&token, &mut auth), ("x-mock-status", "503")],
-        "{}",
-    );
-    assert_eq!(response.status, 503);
-    assert_eq!(
-        trading.request_count("POST", "/api/v1/trade/orders-once"),
-        1
-    );
-}
-
-#[test]
-fn a_failing_withdrawal_is_sent_once() {
-    let _serial = serial();
-    let Some(wallet) = mock("svc-wallet") else {
-        return skipped_against_external_gateway();
-    };
-    let token = token_with(|r| {
-        r.subject = "user-withdraw".into();
-        r.scope = "wallet:withdraw".into();
-        r.audience = "svc-wallet".into();
-        r.auth_time_seconds = -10;
-    });
-    let before = wallet.request_count("POST", "/api/v1/wallet/withdrawals");
-    let mut auth = String::new();
-    let response = send(
-        "POST",
-        "/api/v1/wallet/withdrawals",
-        &[with_bearer(&token, &mut auth), ("x-mock-status", "502")],
-        "{}",
-    );
+    let token = token("user-retry", "trade:read");
+    let path = "/api/v1/trade/retry-once";
+    let _faults = trading.fault("GET", path, 1, json!({"status": 503}));
+    let response = get(path, Some(&token));
     assert_eq!(
         response.status,
-        502,
+        200,
         "{}",
         String::from_utf8_lossy(&response.body)
     );
+    assert_eq!(response.json()["upstream"], "svc-trading-api");
     assert_hardened(&response);
+    // trade-read: retryOn 5xx; the failed attempt and the retry both reached the service.
+    assert_eq!(trading.count("GET", path), 2);
+}
+
+#[test]
+fn a_get_whose_connection_is_reset_is_retried() {
+    let _serial = serial();
+    let Some(trading) = mock("svc-trading-api") else {
+        return skipped_without_mock_control("svc-trading-api");
+    };
+    let token = token("user-retry-reset", "trade:read");
+    let path = "/api/v1/trade/retry-reset";
+    let _faults = trading.fault("GET", path, 1, json!("reset"));
+    let response = get(path, Some(&token));
     assert_eq!(
-        wallet.request_count("POST", "/api/v1/wallet/withdrawals"),
-        before + 1
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
     );
+    assert_eq!(trading.count("GET", path), 2);
+}
+
+#[test]
+fn a_get_failing_every_attempt_is_tried_three_times() {
+    let _serial = serial();
+    let Some(trading) = mock("svc-trading-api") else {
+        return skipped_without_mock_control("svc-trading-api");
+    };
+    let token = token("user-retry-all", "trade:read");
+    let path = "/api/v1/trade/retry-all";
+    let _faults = trading.fault("GET", path, 10, json!({"status": 503}));
+    let response = get(path, Some(&token));
+    // attempts: 2 → the first try and two retries; then the upstream's own 503.
+    assert_eq!(response.status, 503);
+    assert_hardened(&response);
+    assert_eq!(trading.count("GET", path), 3);
+}
+
+#[test]
+fn an_order_hit_by_a_failure_or_a_reset_is_delivered_exactly_once() {
+    let _serial = serial();
+    let Some(trading) = mock("svc-trading-api") else {
+        return skipped_without_mock_control("svc-trading-api");
+    };
+    let path = "/api/v1/trade/orders";
+    for (attempt, fault, status) in [
+        ("failure", json!({"status": 503}), 503),
+        ("reset", json!("reset"), 503),
+    ] {
+        // Its own user each time: orders are limited to 10/s per user.
+        let token = token(&format!("user-order-{attempt}"), "trade:write");
+        let before = trading.count("POST", path);
+        let _faults = trading.fault("POST", path, 1, fault);
+        let mut auth = String::new();
+        let response = send(
+            "POST",
+            path,
+            &[
+                with_bearer(&token, &mut auth),
+                ("content-type", "application/json"),
+            ],
+            r#"{"symbol":"BTC-USD","side":"buy","qty":"1"}"#,
+        );
+        assert_eq!(
+            response.status,
+            status,
+            "{attempt}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_hardened(&response);
+        if attempt == "reset" && target().local.is_some() {
+            // The gateway's own answer to the reset, in its error body. In a mesh the
+            // upstream's sidecar sees the reset and answers 503 itself, which the gateway
+            // passes on as the upstream's response.
+            assert_error_body(&response, "service_unavailable");
+        }
+        // trade-write retries only connect-failure / refused-stream: never a second copy.
+        assert_eq!(trading.count("POST", path), before + 1, "{attempt}");
+    }
+}
+
+#[test]
+fn a_withdrawal_hit_by_a_failure_or_a_reset_is_delivered_exactly_once() {
+    let _serial = serial();
+    let Some(wallet) = mock("svc-wallet") else {
+        return skipped_without_mock_control("svc-wallet");
+    };
+    let path = "/api/v1/wallet/withdrawals";
+    for (attempt, fault, status) in [
+        ("failure", json!({"status": 502}), 502),
+        ("reset", json!("reset"), 503),
+    ] {
+        let token = token_with(|r| {
+            r.subject = format!("user-withdraw-{attempt}");
+            r.scope = "wallet:withdraw".into();
+            r.audience = "svc-wallet".into();
+            r.auth_time_seconds = -10;
+        });
+        let before = wallet.count("POST", path);
+        let _faults = wallet.fault("POST", path, 1, fault);
+        let mut auth = String::new();
+        let response = send(
+            "POST",
+            path,
+            &[with_bearer(&token, &mut auth)],
+            r#"{"asset":"BTC","amount":"0.1"}"#,
+        );
+        assert_eq!(
+            response.status,
+            status,
+            "{attempt}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_hardened(&response);
+        assert_eq!(wallet.count("POST", path), before + 1, "{attempt}");
+    }
 }
 
 #[test]
 fn a_slow_upstream_gives_504_at_the_routes_timeout() {
     let _serial = serial();
-    let Some(local) = target().local else {
-        return skipped_against_external_gateway();
+    let Some(risk) = mock("svc-risk-control") else {
+        return skipped_without_mock_control("svc-risk-control");
     };
-    let risk = local.upstream("svc-risk-control").unwrap();
-    risk.set_response_delay(Duration::from_millis(2500));
+    let path = "/api/v1/risk/slow";
+    let _faults = risk.fault("GET", path, 5, json!({"delayMs": 2500}));
     let started = Instant::now();
-    let response = get(
-        "/api/v1/risk/slow",
-        Some(&token("user-slow", "risk:evaluate")),
-    );
+    let response = get(path, Some(&token("user-slow", "risk:evaluate")));
     let elapsed = started.elapsed();
-    risk.set_response_delay(Duration::ZERO);
     assert_eq!(
         response.status,
         504,
@@ -724,7 +1019,7 @@ fn a_slow_upstream_gives_504_at_the_routes_timeout() {
 fn a_failing_replica_is_ejected_and_traffic_moves_to_the_healthy_one() {
     let _serial = serial();
     let Some(local) = target().local else {
-        return skipped_against_external_gateway();
+        return skipped_against_external_gateway("taking a replica down, Envoy stats");
     };
     let wallet = local.upstream("svc-wallet").unwrap();
     let (healthy, failing) = (&wallet.replicas[0], &wallet.replicas[1]);
@@ -767,4 +1062,129 @@ fn a_failing_replica_is_ejected_and_traffic_moves_to_the_healthy_one() {
             .request_count("GET", "/api/v1/wallet/after-ejection"),
         0
     );
+}
+
+// ------------------------------------------------------------------ circuit breaker
+
+/// One HTTPS request from `source` (a loopback address of its own), as raw response bytes.
+async fn send_from(
+    source: Ipv4Addr,
+    gateway: SocketAddr,
+    config: Arc<ClientConfig>,
+    request: Arc<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let stream = socket.connect(gateway).await?;
+    let name = ServerName::try_from(GATEWAY_HOST).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await?;
+    tls.write_all(&request).await?;
+    let mut raw = Vec::new();
+    // Envoy closes without close_notify on some replies; what was read is the response.
+    let _ = tls.read_to_end(&mut raw).await;
+    Ok(raw)
+}
+
+fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_full_connection_pool_gives_503_from_the_circuit_breaker() {
+    let _serial = serial();
+    let Some(local) = target().local else {
+        return skipped_against_external_gateway("Envoy stats, many loopback client addresses");
+    };
+    let wallet = mock("svc-wallet").unwrap();
+    // The real limits of istio/routing/destinationrules.yaml (svc-wallet): 256 connections
+    // (HTTP/1.1 upstream: one request each) and 256 pending requests. The 513th request in
+    // flight overflows. No test-only limits: 512 requests are held at the upstream instead.
+    let max_connections = 256;
+    let max_pending = 256;
+    let path = "/api/v1/wallet/pool-hold";
+    // Held for up to 9 s (wallet-write's timeout is 10 s), released when the guard clears.
+    let faults = wallet.fault("POST", path, 10_000, json!({"delayMs": 9000}));
+    let stat = |name: &str| envoy_stat(local, &format!("cluster.{WALLET_CLUSTER}.{name}"));
+    let overflows_before = stat("upstream_rq_pending_overflow");
+
+    let token = token_with(|r| {
+        r.subject = "user-pool".into();
+        r.scope = "wallet:write".into();
+        r.audience = "svc-wallet".into();
+    });
+    let request = Arc::new(
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: {GATEWAY_HOST}\r\nauthorization: Bearer {token}\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{{}}"
+        )
+        .into_bytes(),
+    );
+    let config = tls_config(&target().ca);
+    let gateway = SocketAddr::from((Ipv4Addr::LOCALHOST, target().https_port));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A POST outside every route class is `public`: 20/s per client address. Spread over
+    // 128 loopback addresses (4 requests each), the rate limits stay out of the way.
+    let spawn = |index: usize| {
+        let source = Ipv4Addr::new(127, 0, 1, u8::try_from(index % 128 + 1).unwrap());
+        runtime.spawn(send_from(source, gateway, config.clone(), request.clone()))
+    };
+    let started = Instant::now();
+    // Every connection busy: the first 256 reached the mock and are held there.
+    let mut held: Vec<_> = (0..max_connections).map(spawn).collect();
+    wait_for(
+        "256 requests at the upstream",
+        Duration::from_secs(8),
+        || wallet.count("POST", path) == max_connections as u64,
+    );
+    // Then the pending queue full: 256 more wait in Envoy for a connection.
+    held.extend((max_connections..max_connections + max_pending).map(spawn));
+    wait_for("256 pending requests", Duration::from_secs(8), || {
+        stat("upstream_rq_pending_active") == max_pending as u64
+    });
+    let ramp = started.elapsed();
+
+    // One more: Envoy answers at once, without a try at the upstream.
+    let overflow = parse(
+        &runtime
+            .block_on(spawn(max_connections + max_pending))
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(
+        overflow.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&overflow.body)
+    );
+    assert_error_body(&overflow, "service_unavailable");
+    assert_hardened(&overflow);
+    assert_eq!(stat("upstream_rq_pending_overflow"), overflows_before + 1);
+
+    // Released, the 512 held requests all complete; the overflowed one never reached it.
+    drop(faults);
+    let statuses: Vec<u16> = held
+        .into_iter()
+        .map(|handle| parse(&runtime.block_on(handle).unwrap().unwrap()).status)
+        .collect();
+    assert!(
+        statuses.iter().all(|status| *status == 200),
+        "{:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        wallet.count("POST", path),
+        (max_connections + max_pending) as u64
+    );
+    assert_eq!(stat("upstream_rq_pending_overflow"), overflows_before + 1);
+    eprintln!("connection pool full after {ramp:?}");
 }

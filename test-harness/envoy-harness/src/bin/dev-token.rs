@@ -10,6 +10,9 @@
 //! service of the first scope (`trade:*` → svc-trading-api, `wallet:*` → svc-wallet,
 //! `risk:*` → svc-risk-control); empty values mean "default", so make variables can be
 //! passed through unset.
+//!
+//! `dev-token --print-jwks` prints the issuer's JWKS instead (test-harness/kind/ serves it
+//! in the cluster as the issuer's `/.well-known/jwks.json`).
 
 use std::process::ExitCode;
 
@@ -39,7 +42,11 @@ fn seconds(flag: &str, value: &str) -> Result<i64> {
 fn run() -> Result<String> {
     let mut request = TokenRequest::new("user-42", "trade:read");
     let mut audience: Option<String> = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--print-jwks") {
+        let issuer = DevIssuer::load_or_create(&paths::repo_root().join(STATE_DIR))?;
+        return Ok(issuer.jwks().to_string());
+    }
     while let Some(flag) = args.next() {
         let value = args
             .next()

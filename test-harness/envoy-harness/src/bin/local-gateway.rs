@@ -39,7 +39,7 @@ fn run() -> Result<()> {
     let ca = gateway.ca_path.display().to_string();
 
     println!("svc-gateway (local) is up; Ctrl-C stops it.");
-    println!("  HTTPS       https://127.0.0.1:{https}/  (any Host; routes of istio/routing/)");
+    println!("  HTTPS       https://127.0.0.1:{https}/  (host api.exchange.example.com, 127.0.0.1 or localhost)");
     println!("  HTTP        http://127.0.0.1:{http}/  -> 301 to HTTPS");
     println!("  readiness   http://127.0.0.1:{readiness}/healthz/ready");
     println!("  stats       http://127.0.0.1:{stats}/stats/prometheus");
@@ -48,7 +48,14 @@ fn run() -> Result<()> {
         let replicas: Vec<String> = upstream
             .replicas
             .iter()
-            .map(|r| format!("mTLS :{} -> mock :{}", r.front.port(), r.mock.port()))
+            .map(|r| {
+                format!(
+                    "mTLS :{} -> mock :{}, control :{}",
+                    r.front.port(),
+                    r.mock.port(),
+                    r.mock.control_port()
+                )
+            })
             .collect();
         println!("  upstream    {} ({})", upstream.host, replicas.join(", "));
     }

@@ -8,12 +8,15 @@
 //!   `server_header_transformation` come from there.
 //! * Routes, timeouts, retries and header removals come from the VirtualServices; circuit
 //!   breakers, outlier detection and connect timeouts from the DestinationRules; the
-//!   `jwt_authn` provider from the RequestAuthentication. A field this translation does not
-//!   know is an error, never ignored, so a manifest change either shows up here or fails.
+//!   `jwt_authn` provider from the RequestAuthentication; the `rbac` filters (DENY, then
+//!   ALLOW) from the AuthorizationPolicies that select the gateway, as istiod builds them. A
+//!   field this translation does not know is an error, never ignored, so a manifest change
+//!   either shows up here or fails.
 //! * Local overrides (the only ones): endpoints point at loopback (mocks behind mTLS, the
-//!   rate-limit stand-in, the dev JWKS), the issuer is the dev issuer, the virtual host
-//!   accepts any authority, and the upstream clusters speak HTTP/1.1 (the mocks do not speak
-//!   HTTP/2).
+//!   rate-limit stand-in, the dev JWKS), the issuer is the dev issuer (in `jwt_authn`,
+//!   jwt-authz and the AuthorizationPolicies' `requestPrincipals`), the virtual host also
+//!   answers to `127.0.0.1` and `localhost`, and the upstream clusters speak HTTP/1.1 (the
+//!   mocks do not speak HTTP/2).
 
 // Reads go through serde_json's `Index`, which yields `Null` instead of panicking.
 #![allow(clippy::indexing_slicing)]
@@ -31,6 +34,11 @@ use crate::error::{Error, Result};
 pub const MANIFEST_JWKS_CLUSTER: &str = "outbound|443||auth.exchange.example.com";
 pub const MANIFEST_ISSUER: &str = "https://auth.exchange.example.com";
 pub const RATELIMIT_CLUSTER: &str = "outbound|8081||ratelimit.gateway.svc.cluster.local";
+const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
+/// istiod's `payload_in_metadata` key for every provider.
+const JWT_PAYLOAD_KEY: &str = "payload";
 
 /// A listener port: fixed, or a free one the harness picks (`{{port:NAME}}`).
 #[derive(Clone, Debug)]
@@ -153,6 +161,14 @@ fn generate(objects: &[Value], inputs: &LocalInputs<'_>) -> Result<Value> {
             _ => {}
         }
     }
+    // The baseline's (empty) rbac slot becomes Istio's translation of the
+    // AuthorizationPolicies: DENY filter, then ALLOW filter, at the same position.
+    let rbac_slot = filters
+        .iter()
+        .position(|f| f["name"] == RBAC_FILTER)
+        .ok_or_else(|| err("the simulated chain has no rbac filter to translate into"))?;
+    let rbac = rbac_filters(objects)?;
+    filters.splice(rbac_slot..=rbac_slot, rbac);
 
     let clusters = clusters(objects, &gateway.clusters, inputs)?;
     let https_listener = json!({
@@ -235,14 +251,28 @@ fn virtual_host(objects: &[Value], simulated_routes: &Value) -> Result<Value> {
         .cloned()
         .ok_or_else(|| err("simulated route configuration has no virtual host"))?;
     vhost.insert("name".into(), json!("local-gateway"));
-    // The manifests' host is api.exchange.example.com; locally clients use 127.0.0.1 or
-    // localhost, so the one virtual host takes every authority.
-    vhost.insert("domains".into(), json!(["*"]));
-    let mut routes = Vec::new();
     let mut services: Vec<&Value> = objects
         .iter()
         .filter(|o| o["kind"] == "VirtualService")
         .collect();
+    // The VirtualServices' hosts as istiod lists them (with and without a port), plus the
+    // names a local client uses: another authority gets Envoy's 404 (NR), as at the real
+    // gateway, whose Gateway serves api.exchange.example.com only.
+    let mut domains: Vec<String> = Vec::new();
+    for host in services
+        .iter()
+        .flat_map(|s| s["spec"]["hosts"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .chain(["127.0.0.1", "localhost"])
+    {
+        for domain in [host.to_owned(), format!("{host}:*")] {
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+    }
+    vhost.insert("domains".into(), json!(domains));
+    let mut routes = Vec::new();
     // Istio orders VirtualServices of one host by creation time; the name is the stable
     // stand-in (the prefixes are disjoint, so the order does not change any match).
     services.sort_by_key(|o| {
@@ -646,6 +676,275 @@ fn outlier_detection(outlier: &Value) -> Result<Value> {
     Ok(out)
 }
 
+// ------------------------------------------------------------------ authorization
+
+/// The AuthorizationPolicies that select the gateway pods, as istiod turns them into
+/// `envoy.filters.http.rbac` filters (pilot/pkg/security/authz): one filter for the DENY
+/// policies, then one for the ALLOW policies (an ALLOW filter denies whatever none of its
+/// rules matches), each rule a policy named `ns[<ns>]-policy[<name>]-rule[<i>]`. None at all:
+/// no rbac filter, as istiod does.
+fn rbac_filters(objects: &[Value]) -> Result<Vec<Value>> {
+    let labels = envoyfilter::gateway_pod_labels();
+    let mut deny = Map::new();
+    let mut allow = Map::new();
+    for policy in objects
+        .iter()
+        .filter(|o| o["kind"] == "AuthorizationPolicy")
+    {
+        let name = policy["metadata"]["name"].as_str().unwrap_or("?");
+        let namespace = policy["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
+        let context = |e: Error| e.context(format!("AuthorizationPolicy {namespace}/{name}"));
+        let spec = &policy["spec"];
+        unknown_key(spec, &["selector", "action", "rules"]).map_err(context)?;
+        unknown_key(&spec["selector"], &["matchLabels"]).map_err(context)?;
+        // A policy for other workloads is not the gateway's business. Without a selector it
+        // covers its namespace (ours) or, in the root namespace, the mesh.
+        let selects_gateway = spec["selector"]["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(key, value)| labels.get(key).map(String::as_str) == value.as_str());
+        if !selects_gateway {
+            continue;
+        }
+        let target = match spec["action"].as_str().unwrap_or("ALLOW") {
+            "ALLOW" => &mut allow,
+            "DENY" => &mut deny,
+            other => {
+                return Err(context(err(format!(
+                    "action {other} has no local translation"
+                ))))
+            }
+        };
+        for (index, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+            let translated =
+                rbac_policy(rule).map_err(|e| context(e.context(format!("rules[{index}]"))))?;
+            target.insert(
+                format!("ns[{namespace}]-policy[{name}]-rule[{index}]"),
+                translated,
+            );
+        }
+    }
+    let mut filters = Vec::new();
+    for (action, policies) in [("DENY", deny), ("ALLOW", allow)] {
+        if policies.is_empty() {
+            continue;
+        }
+        filters.push(json!({
+            "name": RBAC_FILTER,
+            "typed_config": {
+                "@type": RBAC_TYPE,
+                "rules": {"action": action, "policies": policies},
+                "shadow_rules_stat_prefix": "istio_dry_run_allow_",
+            },
+        }));
+    }
+    Ok(filters)
+}
+
+/// One rule: `to` (operations) gives the permissions, `from` (sources) and `when`
+/// (conditions) the principals; every part left out matches anything.
+fn rbac_policy(rule: &Value) -> Result<Value> {
+    unknown_key(rule, &["from", "to", "when"])?;
+    let mut permissions = Vec::new();
+    for operation in rule["to"].as_array().into_iter().flatten() {
+        unknown_key(operation, &["operation"])?;
+        let operation = &operation["operation"];
+        unknown_key(operation, &["paths", "notPaths", "methods", "notMethods"])?;
+        let path = |value: &str| json!({"url_path": {"path": istio_string_match(value)}});
+        let method = |value: &str| json!({"header": {"name": ":method", "string_match": istio_string_match(value)}});
+        let mut rules = Vec::new();
+        for (field, negated, matcher) in [
+            ("paths", false, &path as &dyn Fn(&str) -> Value),
+            ("notPaths", true, &path),
+            ("methods", false, &method),
+            ("notMethods", true, &method),
+        ] {
+            if let Some(values) = string_list(operation, field)? {
+                let any_of: Vec<Value> = values.iter().map(|v| matcher(v)).collect();
+                let any_of = json!({"or_rules": {"rules": any_of}});
+                rules.push(if negated {
+                    json!({"not_rule": any_of})
+                } else {
+                    any_of
+                });
+            }
+        }
+        permissions.push(and_rules(rules));
+    }
+    if permissions.is_empty() {
+        permissions.push(json!({"any": true}));
+    }
+
+    let mut conditions = Vec::new();
+    for condition in rule["when"].as_array().into_iter().flatten() {
+        unknown_key(condition, &["key", "values", "notValues"])?;
+        let key = condition["key"].as_str().unwrap_or_default();
+        let claims = claim_path(key)?;
+        for (field, negated) in [("values", false), ("notValues", true)] {
+            if let Some(values) = string_list(condition, field)? {
+                let id = json!({"metadata": claim_matcher(&claims, &values)});
+                conditions.push(if negated { json!({"not_id": id}) } else { id });
+            }
+        }
+    }
+    let mut principals = Vec::new();
+    for source in rule["from"].as_array().into_iter().flatten() {
+        unknown_key(source, &["source"])?;
+        let source = &source["source"];
+        unknown_key(source, &["requestPrincipals", "notRequestPrincipals"])?;
+        let mut ids = Vec::new();
+        for (field, negated) in [("requestPrincipals", false), ("notRequestPrincipals", true)] {
+            if let Some(values) = string_list(source, field)? {
+                let any_of = values
+                    .iter()
+                    .map(|v| request_principal(v))
+                    .collect::<Result<Vec<_>>>()?;
+                let any_of = json!({"or_ids": {"ids": any_of}});
+                ids.push(if negated {
+                    json!({"not_id": any_of})
+                } else {
+                    any_of
+                });
+            }
+        }
+        ids.extend(conditions.iter().cloned());
+        principals.push(and_ids(ids));
+    }
+    if principals.is_empty() {
+        principals.push(and_ids(conditions));
+    }
+    Ok(json!({"permissions": permissions, "principals": principals}))
+}
+
+fn and_rules(rules: Vec<Value>) -> Value {
+    if rules.is_empty() {
+        json!({"any": true})
+    } else {
+        json!({"and_rules": {"rules": rules}})
+    }
+}
+
+fn and_ids(ids: Vec<Value>) -> Value {
+    if ids.is_empty() {
+        json!({"any": true})
+    } else {
+        json!({"and_ids": {"ids": ids}})
+    }
+}
+
+/// A list of strings, `None` when the field is absent.
+fn string_list(object: &Value, field: &str) -> Result<Option<Vec<String>>> {
+    let Some(value) = object.get(field) else {
+        return Ok(None);
+    };
+    value
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .map(Some)
+        .ok_or_else(|| err(format!("`{field}` is not a list of strings")))
+}
+
+/// Istio's value syntax: `*` anything (non-empty), `x*` prefix, `*x` suffix, else exact.
+fn istio_string_match(value: &str) -> Value {
+    if value == "*" {
+        json!({"safe_regex": {"regex": ".+"}})
+    } else if let Some(suffix) = value.strip_prefix('*') {
+        json!({"suffix": suffix})
+    } else if let Some(prefix) = value.strip_suffix('*') {
+        json!({"prefix": prefix})
+    } else {
+        json!({"exact": value})
+    }
+}
+
+/// A verified token's claim, where jwt_authn left the payload.
+fn jwt_claim(claims: &[String], value: Value) -> Value {
+    let path: Vec<Value> = std::iter::once(JWT_PAYLOAD_KEY.to_owned())
+        .chain(claims.iter().cloned())
+        .map(|key| json!({"key": key}))
+        .collect();
+    json!({"filter": JWT_AUTHN_FILTER, "path": path, "value": value})
+}
+
+/// `iss/sub` (the last `/` splits, issuers are URLs) → iss AND sub of the verified token.
+/// The manifests' issuer is the dev issuer locally, as in jwt_authn and jwt-authz.
+fn request_principal(value: &str) -> Result<Value> {
+    let any = json!({"safe_regex": {"regex": ".+"}});
+    let (issuer, subject) = match value.rfind('/') {
+        Some(at) => (
+            value.get(..at).unwrap_or_default(),
+            value.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (value, "*"),
+    };
+    let (issuer_match, subject_match) = if value == "*" {
+        (any.clone(), any)
+    } else {
+        if issuer != MANIFEST_ISSUER {
+            return Err(err(format!(
+                "request principal {value:?}: only issuer {MANIFEST_ISSUER} has a local stand-in"
+            )));
+        }
+        let subject_match = if subject == "*" {
+            any
+        } else {
+            istio_string_match(subject)
+        };
+        (json!({"exact": DEV_ISSUER}), subject_match)
+    };
+    Ok(json!({"and_ids": {"ids": [
+        {"metadata": jwt_claim(&["iss".to_owned()], json!({"string_match": issuer_match}))},
+        {"metadata": jwt_claim(&["sub".to_owned()], json!({"string_match": subject_match}))},
+    ]}}))
+}
+
+/// `request.auth.claims[aud]` → `["aud"]`; nested claims as `[a][b]`.
+fn claim_path(key: &str) -> Result<Vec<String>> {
+    let claims = key
+        .strip_prefix("request.auth.claims")
+        .ok_or_else(|| err(format!("condition key {key:?} has no local translation")))?;
+    let names: Vec<String> = claims
+        .split_terminator(']')
+        .map(|part| part.strip_prefix('[').map(str::to_owned))
+        .collect::<Option<_>>()
+        .filter(|names: &Vec<String>| !names.is_empty())
+        .ok_or_else(|| {
+            err(format!(
+                "condition key {key:?} is not request.auth.claims[<name>]"
+            ))
+        })?;
+    Ok(names)
+}
+
+/// A claim equal to one of `values`, or a list claim containing one (istiod's extended JWT
+/// matcher: `aud` may be a string or a list).
+fn claim_matcher(claims: &[String], values: &[String]) -> Value {
+    let any_of: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"string_match": istio_string_match(v)}))
+        .collect();
+    let one_value = if let [single] = any_of.as_slice() {
+        single.clone()
+    } else {
+        json!({"or_match": {"value_matchers": any_of}})
+    };
+    jwt_claim(
+        claims,
+        json!({"or_match": {"value_matchers": [
+            {"list_match": {"one_of": one_value.clone()}},
+            one_value,
+        ]}}),
+    )
+}
+
 // ------------------------------------------------------------------ JWT
 
 /// `jwt_authn` from the RequestAuthentication, as Istio generates it: tokens are optional
@@ -704,7 +1003,10 @@ fn jwt_authn(objects: &[Value]) -> Result<Value> {
                             "cluster": MANIFEST_JWKS_CLUSTER, "timeout": "5s"},
                         "cache_duration": "300s",
                     },
-                    "payload_in_metadata": DEV_ISSUER,
+                    // Where istiod puts the payload (and how it splits `scope`), which is
+                    // what the rbac filters' request.auth.* matchers read.
+                    "payload_in_metadata": JWT_PAYLOAD_KEY,
+                    "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "permission"]},
                 }),
             );
         }
@@ -770,7 +1072,17 @@ mod tests {
         let objects = manifests();
         let (gateway, _) = envoyfilter::simulate(&objects, Baseline::FULL).unwrap();
         let vhost = virtual_host(&objects, &gateway.route_config).unwrap();
-        assert_eq!(vhost["domains"], json!(["*"]));
+        assert_eq!(
+            vhost["domains"],
+            json!([
+                "api.exchange.example.com",
+                "api.exchange.example.com:*",
+                "127.0.0.1",
+                "127.0.0.1:*",
+                "localhost",
+                "localhost:*"
+            ])
+        );
         // The EnvoyFilter's VIRTUAL_HOST patch survives.
         assert!(vhost["request_headers_to_remove"]
             .as_array()
@@ -856,5 +1168,118 @@ mod tests {
                 ["match_typed_subject_alt_names"][0]["matcher"]["exact"],
             "spiffe://cluster.local/ns/wallet/sa/svc-wallet"
         );
+    }
+
+    fn policy<'a>(filter: &'a Value, name: &str) -> &'a Value {
+        let policy = &filter["typed_config"]["rules"]["policies"][name];
+        assert!(policy.is_object(), "no policy {name} in {filter}");
+        policy
+    }
+
+    #[test]
+    fn authorization_policies_become_istios_rbac_filters_deny_before_allow() {
+        let filters = rbac_filters(&manifests()).unwrap();
+        let actions: Vec<&Value> = filters
+            .iter()
+            .map(|f| &f["typed_config"]["rules"]["action"])
+            .collect();
+        assert_eq!(actions, [&json!("DENY"), &json!("ALLOW")]);
+
+        // DENY: /api/* without a verified principal (NOT (iss AND sub present)).
+        let deny = policy(
+            &filters[0],
+            "ns[gateway]-policy[require-jwt-on-api]-rule[0]",
+        );
+        assert_eq!(
+            deny["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"][0]["url_path"]
+                ["path"],
+            json!({"prefix": "/api/"})
+        );
+        let no_principal = &deny["principals"][0]["and_ids"]["ids"][0]["not_id"]["or_ids"]["ids"]
+            [0]["and_ids"]["ids"];
+        assert_eq!(
+            no_principal[0]["metadata"],
+            json!({"filter": "envoy.filters.http.jwt_authn",
+                "path": [{"key": "payload"}, {"key": "iss"}],
+                "value": {"string_match": {"safe_regex": {"regex": ".+"}}}})
+        );
+
+        // ALLOW: the manifests' issuer is the dev issuer locally; aud is checked as a claim
+        // that may be a list.
+        let trade = policy(
+            &filters[1],
+            "ns[gateway]-policy[allow-api-by-audience]-rule[0]",
+        );
+        let ids = &trade["principals"][0]["and_ids"]["ids"];
+        assert_eq!(
+            ids[0]["or_ids"]["ids"][0]["and_ids"]["ids"][0]["metadata"]["value"],
+            json!({"string_match": {"exact": DEV_ISSUER}})
+        );
+        let audience = &ids[1]["metadata"];
+        assert_eq!(
+            audience["path"],
+            json!([{"key": "payload"}, {"key": "aud"}])
+        );
+        assert_eq!(
+            audience["value"]["or_match"]["value_matchers"][0],
+            json!({"list_match": {"one_of": {"string_match": {"exact": "svc-trading-api"}}}})
+        );
+        assert_eq!(
+            trade["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"][0]["url_path"]
+                ["path"],
+            json!({"prefix": "/api/v1/trade/"})
+        );
+
+        // Health: no principal needed, GET/HEAD on two exact paths.
+        let health = policy(&filters[1], "ns[gateway]-policy[allow-health]-rule[0]");
+        assert_eq!(health["principals"], json!([{"any": true}]));
+        let rules = &health["permissions"][0]["and_rules"]["rules"];
+        assert_eq!(
+            rules[0]["or_rules"]["rules"][1]["url_path"]["path"],
+            json!({"exact": "/readyz"})
+        );
+        assert_eq!(
+            rules[1]["or_rules"]["rules"][0]["header"],
+            json!({"name": ":method", "string_match": {"exact": "GET"}})
+        );
+    }
+
+    #[test]
+    fn an_authorization_policy_field_without_translation_is_an_error() {
+        let policy = |spec: Value| {
+            vec![json!({"kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "gateway"}, "spec": spec})]
+        };
+        let selector = json!({"matchLabels": {"istio": "ingressgateway"}});
+        for (spec, field) in [
+            (
+                json!({"selector": selector, "rules": [{"to": [{"operation": {"hosts": ["a"]}}]}]}),
+                "hosts",
+            ),
+            (
+                json!({"selector": selector, "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]}),
+                "ipBlocks",
+            ),
+            (
+                json!({"selector": selector, "rules": [{"when": [{"key": "source.ip", "values": ["1.2.3.4"]}]}]}),
+                "source.ip",
+            ),
+            (json!({"selector": selector, "action": "CUSTOM"}), "CUSTOM"),
+            (
+                json!({"selector": selector, "targetRefs": []}),
+                "targetRefs",
+            ),
+            (
+                json!({"selector": selector, "rules": [{"from": [{"source": {"requestPrincipals": ["https://other.example/*"]}}]}]}),
+                "other.example",
+            ),
+        ] {
+            let error = rbac_filters(&policy(spec)).unwrap_err().to_string();
+            assert!(error.contains(field), "{field}: {error}");
+        }
+        // A policy for other workloads is skipped, not translated.
+        let other = policy(json!({"selector": {"matchLabels": {"app": "svc-wallet"}},
+            "rules": [{"to": [{"operation": {"hosts": ["a"]}}]}]}));
+        assert_eq!(rbac_filters(&other).unwrap(), Vec::<Value>::new());
     }
 }

@@ -18,7 +18,7 @@ use self::envoy_config::{LocalInputs, Port};
 use self::mtls_front::MtlsFront;
 use self::pki::DevPki;
 use crate::error::{Error, Result};
-use crate::{paths, EnvoyProcess, MockUpstream, RecordedRequest};
+use crate::{paths, EnvoyProcess, MockService, MockUpstream, RecordedRequest};
 
 /// The rate-limit service configuration as the ConfigMap packages it
 /// (`manifest-check` checks it is byte-identical to the tagger's source file).
@@ -79,10 +79,12 @@ pub struct Replica {
     pub front: MtlsFront,
 }
 
-/// One upstream service (a DestinationRule's host) and its replicas.
+/// One upstream service (a DestinationRule's host) and its replicas, which share fault
+/// rules and service-wide counters ([`MockService`]).
 pub struct Upstream {
     pub host: String,
     pub replicas: Vec<Replica>,
+    pub service: MockService,
 }
 
 impl Upstream {
@@ -107,11 +109,9 @@ impl Upstream {
             .collect()
     }
 
-    /// A slow service: every replica holds its responses back by `delay`.
-    pub fn set_response_delay(&self, delay: std::time::Duration) {
-        for replica in &self.replicas {
-            replica.front.set_response_delay(delay);
-        }
+    /// The control API of the service (any replica's answers for all of them).
+    pub fn control_port(&self) -> Option<u16> {
+        self.replicas.first().map(|r| r.mock.control_port())
     }
 }
 
@@ -155,15 +155,17 @@ impl LocalGateway {
                 continue;
             };
             let cert = pki.issue_upstream(host, &envoy_config::upstream_spiffe_id(host))?;
+            let mock_service = MockService::new();
             let mut replicas = Vec::new();
             for _ in 0..REPLICAS {
-                let mock = MockUpstream::start(service)?;
+                let mock = MockUpstream::start_replica(service, &mock_service)?;
                 let front = MtlsFront::start(&pki.ca_der, &cert, mock.port())?;
                 replicas.push(Replica { mock, front });
             }
             upstreams.push(Upstream {
                 host: host.to_owned(),
                 replicas,
+                service: mock_service,
             });
         }
         let upstream_ports: BTreeMap<String, Vec<u16>> = upstreams

@@ -4,10 +4,8 @@
 //! cluster speaks ISTIO_MUTUAL-style mTLS to this front, as it would to a sidecar.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_rustls::rustls::crypto::ring::default_provider;
@@ -21,8 +19,6 @@ use crate::error::{Error, Result};
 
 pub struct MtlsFront {
     port: u16,
-    /// Milliseconds each response chunk is held back: a slow upstream, for timeout tests.
-    response_delay_ms: Arc<AtomicU64>,
     /// `true`: the replica is down (connections closed, new ones dropped at once).
     down: tokio::sync::watch::Sender<bool>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -63,8 +59,6 @@ impl MtlsFront {
             .enable_all()
             .build()?;
         let (shutdown, mut stop) = oneshot::channel::<()>();
-        let response_delay_ms = Arc::new(AtomicU64::new(0));
-        let delay = Arc::clone(&response_delay_ms);
         let (down, down_signal) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name(format!("mtls-front-{port}"))
@@ -84,7 +78,6 @@ impl MtlsFront {
                                     continue;
                                 }
                                 let acceptor = acceptor.clone();
-                                let delay = Arc::clone(&delay);
                                 let mut down_signal = down_signal.clone();
                                 tokio::spawn(async move {
                                     // A handshake without the gateway's certificate fails
@@ -97,7 +90,7 @@ impl MtlsFront {
                                         return;
                                     };
                                     tokio::select! {
-                                        () = pipe(tls, plain, delay) => {}
+                                        () = pipe(tls, plain) => {}
                                         _ = down_signal.wait_for(|down| *down) => {}
                                     }
                                 });
@@ -108,7 +101,6 @@ impl MtlsFront {
             })?;
         Ok(Self {
             port,
-            response_delay_ms,
             down,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -123,47 +115,16 @@ impl MtlsFront {
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
     }
-
-    /// Holds back every response chunk by `delay` (zero: none) from now on.
-    pub fn set_response_delay(&self, delay: Duration) {
-        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.response_delay_ms.store(millis, Ordering::Relaxed);
-    }
 }
 
-/// Request bytes go straight through; response bytes wait for the current delay first.
-async fn pipe<T>(tls: T, plain: tokio::net::TcpStream, delay: Arc<AtomicU64>)
+/// Bytes both ways until either side closes. A slow or failing upstream is the mock's
+/// business (its fault rules), not the front's.
+async fn pipe<T>(tls: T, mut plain: tokio::net::TcpStream)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
-    let (mut plain_read, mut plain_write) = plain.into_split();
-    let requests = async {
-        let _ = tokio::io::copy(&mut tls_read, &mut plain_write).await;
-        let _ = plain_write.shutdown().await;
-    };
-    let responses = async {
-        let mut buffer = vec![0_u8; 16 * 1024];
-        loop {
-            let read = match plain_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(read) => read,
-            };
-            let millis = delay.load(Ordering::Relaxed);
-            if millis > 0 {
-                tokio::time::sleep(Duration::from_millis(millis)).await;
-            }
-            let Some(chunk) = buffer.get(..read) else {
-                break;
-            };
-            if tls_write.write_all(chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = tls_write.shutdown().await;
-    };
-    tokio::join!(requests, responses);
+    let mut tls = tls;
+    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
 }
 
 impl Drop for MtlsFront {
