@@ -52,7 +52,8 @@ type BuildSuite = fn(&Path, Layout) -> Result<Suite>;
 type Phase = Box<dyn Fn(&PhaseContext<'_>) -> Result<PhaseOutcome>>;
 
 /// A measured scenario, its samples and its counter totals.
-type Measured<'a> = (&'a Scenario, &'a [Sample], &'a [Option<u64>]);
+/// A measured scenario, its samples, their adjacent baseline pairs and its counter totals.
+type Measured<'a> = (&'a Scenario, &'a [Sample], &'a [Sample], &'a [Option<u64>]);
 
 /// The suites, in the order `make bench` runs them; each is built (keys, tokens, peers)
 /// only when it runs.
@@ -241,7 +242,8 @@ enum Marker {
     SameHeadersAs(&'static str),
     /// 200 with the scenario's token, 401 without one.
     RequiresToken,
-    /// The sum of the stats matching this admin filter grows with the check request.
+    /// The sum of the stats matching this admin filter grows with the check request (within
+    /// a few seconds: the filters flush their counters on a one-second tick).
     StatIncreases(&'static str),
     /// Any module given on the command line: only the 200 is checked.
     Unchecked,
@@ -359,6 +361,22 @@ struct Sample {
     socket_errors: u64,
     /// Envoy's CPU time (all threads) divided by the requests of this run.
     envoy_cpu_us_per_request: f64,
+}
+
+impl Sample {
+    /// The mean of two baseline runs, as the pair of the scenario run between them.
+    fn mean(a: &Sample, b: &Sample) -> Sample {
+        Sample {
+            requests_per_second: (a.requests_per_second + b.requests_per_second) / 2.0,
+            p50_ms: (a.p50_ms + b.p50_ms) / 2.0,
+            p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
+            requests: (a.requests + b.requests) / 2,
+            non_2xx: a.non_2xx + b.non_2xx,
+            socket_errors: a.socket_errors + b.socket_errors,
+            envoy_cpu_us_per_request: (a.envoy_cpu_us_per_request + b.envoy_cpu_us_per_request)
+                / 2.0,
+        }
+    }
 }
 
 fn security_headers_suite() -> Result<Suite> {
@@ -576,8 +594,10 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         .map(|(index, _)| index)
         .collect();
 
+    // Per round: the baseline once, then each other scenario and the baseline again.
+    let runs_per_round = (2 * measured.len()).saturating_sub(1);
     let planned = options.warmup.as_secs_f64() * measured.len() as f64
-        + options.duration.as_secs_f64() * (measured.len() * rounds) as f64;
+        + options.duration.as_secs_f64() * (runs_per_round * rounds) as f64;
     println!(
         "suite {}: {} scenarios x {} rounds x {}s, {} connections, {}; about {:.0}s{}",
         suite.name,
@@ -647,32 +667,54 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         .iter()
         .map(|scenario| vec![Some(0); scenario.counters.len()])
         .collect();
+    // Each round runs the baseline, then every other scenario followed by the baseline
+    // again (B X B Y B ...), the order of the others reversed every other round. Each
+    // scenario run is compared with the mean of the baseline runs right before and right
+    // after it: on these machines speed drifts over seconds, and a pair two seconds apart on
+    // either side cancels the drift that a pair ten seconds apart does not.
+    let baseline = measured.first().copied();
+    let others: Vec<usize> = measured.iter().copied().skip(1).collect();
+    let mut adjacent: Vec<Vec<Sample>> = vec![Vec::new(); suite.scenarios.len()];
+    let run_one = |index: usize, offsets: &mut Vec<u64>| -> Result<Sample> {
+        let (Some(scenario), Some(port)) = (suite.scenarios.get(index), ports.get(index)) else {
+            return Err(Error::new(format!("no scenario {index}")));
+        };
+        let offset = offsets.get(index).copied().unwrap_or_default();
+        let cpu_before = envoy.cpu_time()?;
+        let mut sample = wrk.run(
+            *port,
+            options.connections,
+            options.duration,
+            layout,
+            &scenario.load,
+            offset,
+            None,
+        )?;
+        let cpu = envoy.cpu_time()?.saturating_sub(cpu_before);
+        sample.envoy_cpu_us_per_request = cpu.as_secs_f64() * 1e6 / (sample.requests.max(1) as f64);
+        advance(offsets, index, &sample);
+        between_runs();
+        Ok(sample)
+    };
     for round in 0..rounds {
-        // A B, B A, A B ...: drift in the machine's load hits every scenario alike.
-        let mut order = measured.clone();
+        let Some(baseline) = baseline else { break };
+        let mut order = others.clone();
         if round % 2 == 1 {
             order.reverse();
         }
+        let mut before = run_one(baseline, &mut offsets)?;
+        if let Some(baseline_samples) = samples.get_mut(baseline) {
+            baseline_samples.push(before);
+        }
         for index in order {
-            let (Some(scenario), Some(port)) = (suite.scenarios.get(index), ports.get(index))
-            else {
+            let Some(scenario) = suite.scenarios.get(index) else {
                 continue;
             };
             let counters_before = read_counters(&envoy, scenario, index)?;
-            let offset = offsets.get(index).copied().unwrap_or_default();
-            let cpu_before = envoy.cpu_time()?;
-            let mut sample = wrk.run(
-                *port,
-                options.connections,
-                options.duration,
-                layout,
-                &scenario.load,
-                offset,
-                None,
-            )?;
-            let cpu = envoy.cpu_time()?.saturating_sub(cpu_before);
-            sample.envoy_cpu_us_per_request =
-                cpu.as_secs_f64() * 1e6 / (sample.requests.max(1) as f64);
+            let sample = run_one(index, &mut offsets)?;
+            let after = run_one(baseline, &mut offsets)?;
+            // Read after the next baseline run: the filters flush their counters on a
+            // one-second tick, and no other scenario of the suite ran in between.
             let counters_after = read_counters(&envoy, scenario, index)?;
             if let Some(totals) = counters.get_mut(index) {
                 for ((total, before), after) in
@@ -686,11 +728,23 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
                     };
                 }
             }
-            advance(&mut offsets, index, &sample);
             if let Some(scenario_samples) = samples.get_mut(index) {
                 scenario_samples.push(sample);
             }
-            between_runs();
+            if let Some(pairs) = adjacent.get_mut(index) {
+                pairs.push(Sample::mean(&before, &after));
+            }
+            if let Some(baseline_samples) = samples.get_mut(baseline) {
+                baseline_samples.push(after);
+            }
+            before = after;
+        }
+    }
+    // The baseline against itself: each of its runs is its own pair.
+    if let (Some(baseline), Some(pairs)) = (baseline, baseline.and_then(|b| samples.get(b))) {
+        let own = pairs.clone();
+        if let Some(slot) = adjacent.get_mut(baseline) {
+            *slot = own;
         }
     }
     let elapsed = started.elapsed();
@@ -701,6 +755,7 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         options,
         rounds,
         &samples,
+        &adjacent,
         &counters,
         phase.as_ref(),
         layout,
@@ -777,7 +832,13 @@ fn check_scenarios(scenarios: &[Scenario], ports: &[u16], envoy: &EnvoyProcess) 
                     .collect();
                 client::request(*port, "GET", REQUEST_PATH, &without)?.status == 401
             }
-            Marker::StatIncreases(filter) => stat_sum(envoy, filter)? > stat_before,
+            // Our filters hand per-request counts to Envoy from their tick, once a second.
+            Marker::StatIncreases(filter) => envoy_harness::wait_until(
+                &format!("{filter} to count the check request"),
+                Duration::from_secs(3),
+                || Ok(stat_sum(envoy, filter)? > stat_before),
+            )
+            .is_ok(),
             _ => true,
         };
         responses.push((response, marker_ok));
@@ -1102,12 +1163,13 @@ struct Row {
     failures: u64,
 }
 
-/// Per round, `samples` over `baseline` (requests/s) and baseline over samples (Envoy CPU
-/// per request, so that it reads like the throughput ratio: the capacity left at equal CPU).
-fn paired_ratios(samples: &[Sample], baseline: &[Sample]) -> (Vec<f64>, Vec<f64>) {
+/// Per run, `samples` over their adjacent baseline pairs: requests/s over the baseline's,
+/// and the baseline's Envoy CPU per request over the run's (so it reads like the
+/// throughput ratio: the capacity left at equal CPU).
+fn paired_ratios(samples: &[Sample], pairs: &[Sample]) -> (Vec<f64>, Vec<f64>) {
     samples
         .iter()
-        .zip(baseline)
+        .zip(pairs)
         .map(|(sample, base)| {
             (
                 sample.requests_per_second / base.requests_per_second,
@@ -1117,6 +1179,21 @@ fn paired_ratios(samples: &[Sample], baseline: &[Sample]) -> (Vec<f64>, Vec<f64>
         .unzip()
 }
 
+/// `scenario` over `baseline` per round, each first normalised by its own adjacent
+/// baseline runs (`(x / x's pair) / (y / y's pair)`); against the suite's baseline itself
+/// this is just the scenario's paired ratio.
+fn compared_ratios(
+    scenario: (&[Sample], &[Sample]),
+    baseline: (&[Sample], &[Sample]),
+) -> (Vec<f64>, Vec<f64>) {
+    let (x_rps, x_cpu) = paired_ratios(scenario.0, scenario.1);
+    let (y_rps, y_cpu) = paired_ratios(baseline.0, baseline.1);
+    let divide = |x: Vec<f64>, y: Vec<f64>| -> Vec<f64> {
+        x.iter().zip(y.iter().cycle()).map(|(x, y)| x / y).collect()
+    };
+    (divide(x_rps, y_rps), divide(x_cpu, y_cpu))
+}
+
 impl Report {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -1124,6 +1201,7 @@ impl Report {
         options: &Options,
         rounds: usize,
         samples: &[Vec<Sample>],
+        adjacent: &[Vec<Sample>],
         counters: &[Vec<Option<u64>>],
         phase: Option<&PhaseOutcome>,
         layout: Layout,
@@ -1133,29 +1211,33 @@ impl Report {
             .scenarios
             .iter()
             .zip(samples)
+            .zip(adjacent)
             .zip(counters)
-            .filter(|((scenario, _), _)| scenario.measured)
-            .map(|((scenario, samples), counters)| {
-                (scenario, samples.as_slice(), counters.as_slice())
+            .filter(|(((scenario, _), _), _)| scenario.measured)
+            .map(|(((scenario, samples), adjacent), counters)| {
+                (
+                    scenario,
+                    samples.as_slice(),
+                    adjacent.as_slice(),
+                    counters.as_slice(),
+                )
             })
             .collect();
-        let baseline_samples = measured.first().map(|(_, s, _)| *s).unwrap_or_default();
+        let baseline_samples = measured.first().map(|(_, s, _, _)| *s).unwrap_or_default();
         let baseline_name = measured
             .first()
-            .map_or("baseline", |(scenario, _, _)| scenario.name.as_str());
+            .map_or("baseline", |(scenario, _, _, _)| scenario.name.as_str());
         let baseline = median(baseline_samples.iter().map(|s| s.requests_per_second));
         let mut rows = Vec::new();
         let mut scenarios_json = Vec::new();
         let mut counter_lines = Vec::new();
-        for (scenario, scenario_samples, scenario_counters) in &measured {
+        for (scenario, scenario_samples, pairs, scenario_counters) in &measured {
             let rps = median(scenario_samples.iter().map(|s| s.requests_per_second));
-            // The headline ratio: per round, this scenario over the baseline run right next
-            // to it in time, then the median over rounds. A burst of load from another
-            // process spoils one round's pair, not the result; the ratio of the medians is
-            // kept in the JSON as a second view. The same pairing over Envoy's CPU per
-            // request: other processes taking the CPU barely move it, so it shows whether a
-            // bad throughput ratio is the filter or the machine.
-            let (paired, cpu_paired) = paired_ratios(scenario_samples, baseline_samples);
+            // The headline ratios: per run, this scenario over the mean of the baseline runs
+            // right before and after it, then the median over rounds. A burst of load from
+            // another process spoils one pair, not the result; the ratio of the medians is
+            // kept in the JSON as a second view.
+            let (paired, cpu_paired) = paired_ratios(scenario_samples, pairs);
             let row = Row {
                 name: scenario.name.clone(),
                 requests_per_second: rps,
@@ -1219,15 +1301,20 @@ impl Report {
         let find = |name: &str| {
             measured
                 .iter()
-                .find(|(scenario, _, _)| scenario.name == name)
-                .map(|(_, samples, _)| *samples)
+                .find(|(scenario, _, _, _)| scenario.name == name)
+                .map(|(_, samples, pairs, _)| (*samples, *pairs))
                 .ok_or_else(|| Error::new(format!("no scenario {name}")))
         };
         for comparison in &suite.comparisons {
             let (paired, cpu_paired) =
-                paired_ratios(find(comparison.scenario)?, find(comparison.baseline)?);
+                compared_ratios(find(comparison.scenario)?, find(comparison.baseline)?);
             let ratio = median(paired.iter().copied());
             let cpu_ratio = median(cpu_paired.iter().copied());
+            let (cpu_low, cpu_high) = quartiles(cpu_paired.iter().copied());
+            let spread = format!(
+                "middle half of {} pairs {cpu_low:.2}-{cpu_high:.2}",
+                cpu_paired.len()
+            );
             // Judged on Envoy's capacity (CPU per request), not on end-to-end requests/s:
             // wrk shares Envoy's CPU (see `Layout`) and would dilute the filter's cost.
             let within = comparison.min_ratio.map(|min_ratio| cpu_ratio >= min_ratio);
@@ -1237,7 +1324,7 @@ impl Report {
             comparison_lines.push(match comparison.min_ratio {
                 Some(min_ratio) => format!(
                     "budget: {} >= {min_ratio:.2} x {} -> Envoy capacity {cpu_ratio:.3} \
-                     (end-to-end req/s {ratio:.3}): {}",
+                     ({spread}; end-to-end req/s {ratio:.3}): {}",
                     comparison.scenario,
                     comparison.baseline,
                     if within == Some(true) {
@@ -1247,8 +1334,8 @@ impl Report {
                     }
                 ),
                 None => format!(
-                    "ratio:  {} / {} -> Envoy capacity {cpu_ratio:.3} (end-to-end req/s \
-                     {ratio:.3})",
+                    "ratio:  {} / {} -> Envoy capacity {cpu_ratio:.3} ({spread}; end-to-end \
+                     req/s {ratio:.3})",
                     comparison.scenario, comparison.baseline
                 ),
             });
@@ -1259,6 +1346,8 @@ impl Report {
                 "measured_ratio": round3(ratio),
                 "paired_ratios": paired.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
                 "cpu_ratio": round3(cpu_ratio),
+                "cpu_ratio_quartiles": [round3(cpu_low), round3(cpu_high)],
+                "cpu_paired_ratios": cpu_paired.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
                 "within_budget": within,
             }));
         }
@@ -1287,8 +1376,8 @@ impl Report {
                 "duration_s": options.duration.as_secs(),
                 "warmup_s": options.warmup.as_secs(),
                 "rounds": rounds,
-                "order": "interleaved, alternating direction per round",
-                "ratio": "median over rounds of requests/s divided by the baseline's in the same round",
+                "order": "per round: baseline, then each scenario followed by the baseline (B X B Y B ...), the scenarios' order reversed every other round",
+                "ratio": "median over rounds of requests/s divided by the mean of the baseline runs right before and after",
                 "cpu_ratio": "median over rounds of the baseline's Envoy CPU per request divided by this scenario's: Envoy's capacity ratio, on which budgets are judged",
                 "envoy_concurrency": 1,
                 "cpu_pinning": layout.describe(),
@@ -1353,6 +1442,17 @@ impl Report {
             println!("{line}");
         }
     }
+}
+
+/// The first and third quartiles (medians of the lower and upper halves): the middle half
+/// of the pairs, which shows how far one run's noise reaches on this machine.
+fn quartiles(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let half = values.len() / 2;
+    let lower = values.get(..half).unwrap_or_default();
+    let upper = values.get(values.len() - half..).unwrap_or_default();
+    (median(lower.iter().copied()), median(upper.iter().copied()))
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -1526,6 +1626,15 @@ Transfer/sec:      2.00MB
         );
         assert!(parse_wrk("garbage").is_err());
         assert_eq!(parse_latency_ms("1.02s").unwrap(), 1020.0);
+    }
+
+    #[test]
+    fn quartiles_are_the_medians_of_the_halves() {
+        let (low, high) = quartiles([8.0, 1.0, 4.0, 2.0, 6.0, 3.0, 7.0, 5.0].into_iter());
+        assert_eq!((low, high), (2.5, 6.5));
+        let (low, high) = quartiles([5.0, 1.0, 3.0].into_iter());
+        assert_eq!((low, high), (1.0, 5.0));
+        assert!(quartiles(std::iter::empty()).0.is_nan());
     }
 
     #[test]
