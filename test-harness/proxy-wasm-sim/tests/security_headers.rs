@@ -638,6 +638,37 @@ fn counters_reach_envoy_on_the_tick_once() {
     assert_eq!(host.counter(HEADERS_SET), Some(20));
 }
 
+/// A response costs two host calls, a read and a write of the whole map. If Envoy refuses
+/// either (it cannot during response headers, but a filter must not trust that), the
+/// response goes on exactly as the upstream sent it, the VM keeps running, a warning is
+/// logged, and nothing is counted as hardened.
+#[test]
+fn a_refused_map_read_or_write_leaves_the_response_alone() {
+    const BAD_ARGUMENT: u32 = 2;
+    let upstream = [(":status", "200"), ("server", "nginx"), ("x-a", "1")];
+    for call in ["proxy_get_header_map_pairs", "proxy_set_header_map_pairs"] {
+        let mut host = host("{}");
+        host.fail_host_call(call, BAD_ARGUMENT, 1);
+        let s = exchange(&mut host, "/", &upstream);
+        assert_eq!(
+            host.response_header(s, "server").as_deref(),
+            Some("nginx"),
+            "{call}"
+        );
+        assert_eq!(
+            host.response_header(s, "x-content-type-options"),
+            None,
+            "{call}"
+        );
+        assert!(host.has_log(LogLevel::Warn, "response headers"), "{call}");
+        assert_eq!(flushed(&mut host, RESPONSES_HARDENED), Some(0), "{call}");
+        // The next response is hardened as usual.
+        let next = exchange(&mut host, "/", &upstream);
+        assert_preset(&host, next, call);
+        assert_eq!(flushed(&mut host, RESPONSES_HARDENED), Some(1), "{call}");
+    }
+}
+
 // ------------------------------------------------------------------- bad configuration
 
 #[test]
