@@ -69,9 +69,10 @@ $(ENVOY_STAMP):
 	@touch $@
 	@echo "envoy $(ENVOY_VERSION) -> $(ENVOY_BIN)"
 
-# Load generator for make bench (Debian).
+# Load generator and instruction counter for make bench (Debian).
 tools:
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 
 ## ---------------------------------------------------------------- build
 

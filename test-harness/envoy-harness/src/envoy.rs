@@ -43,6 +43,9 @@ pub struct EnvoyBuilder {
     log_level: String,
     cpu: Option<usize>,
     extra_args: Vec<String>,
+    /// A program Envoy runs under (e.g. valgrind), with its arguments.
+    wrapper: Vec<String>,
+    ready_timeout: Duration,
 }
 
 pub struct EnvoyProcess {
@@ -52,6 +55,7 @@ pub struct EnvoyProcess {
     ports: BTreeMap<String, u16>,
     vars: BTreeMap<String, String>,
     log_path: PathBuf,
+    ready_timeout: Duration,
 }
 
 // === impl EnvoyBuilder ===
@@ -66,7 +70,24 @@ impl EnvoyBuilder {
             log_level: "info".to_owned(),
             cpu: None,
             extra_args: Vec::new(),
+            wrapper: Vec::new(),
+            ready_timeout: READY_TIMEOUT,
         }
+    }
+
+    /// Runs Envoy under `program` (e.g. `["valgrind", "--tool=callgrind"]`): the command
+    /// becomes the wrapper, then Envoy's path and arguments. The pid is the wrapper's, which
+    /// for valgrind is the instrumented Envoy itself.
+    pub fn wrapper<S: Into<String>>(mut self, program: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = program.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long start-up may take before it counts as failed (default 20 s; an
+    /// instrumented Envoy needs minutes).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
     }
 
     /// A value for `{{var:NAME}}`.
@@ -157,6 +178,7 @@ impl EnvoyBuilder {
         let mut envoy = EnvoyProcess {
             child: None,
             log_path: dir_path.join(LOG_FILE),
+            ready_timeout: self.ready_timeout,
             dir: Some(dir),
             dir_path,
             ports,
@@ -172,7 +194,14 @@ impl EnvoyBuilder {
         drop(probes);
 
         let log = File::create(&envoy.log_path)?;
-        let mut command = Command::new(envoy_bin);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(envoy_bin);
+                command
+            }
+            None => Command::new(envoy_bin),
+        };
         command
             .arg("--config-path")
             .arg(&config_path)
@@ -390,7 +419,7 @@ impl EnvoyProcess {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + self.ready_timeout;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -407,7 +436,7 @@ impl EnvoyProcess {
             if Instant::now() >= deadline {
                 return Err(Error::new(format!(
                     "Envoy was not ready within {}s (admin port {})",
-                    READY_TIMEOUT.as_secs(),
+                    self.ready_timeout.as_secs(),
                     self.admin_port()
                 )));
             }

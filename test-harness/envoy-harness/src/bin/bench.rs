@@ -22,14 +22,22 @@
 //! (the same headers set and removed by Envoy's route configuration, checked to match the
 //! filter's response exactly: the price of the headers themselves) and `noop-wasm` (the
 //! `test-harness/fixtures/noop-filter` module, when `make wasm` has built it: the price of
-//! any wasm filter in V8). A filter cannot be cheaper than either.
+//! any wasm filter in V8, once with every callback the SDK exports and once trimmed to what
+//! security-headers exports). A filter cannot be cheaper than the trimmed one.
 //!
 //! ```text
 //! bench --out build/bench [--duration 2] [--connections 16] [--rounds 12] [--warmup 2]
 //!       [--suite security-headers|jwt-authz|ratelimit-tagger] [--enforce-budget]
-//!       [--layout shared|split|free]
+//!       [--layout shared|split|free] [--mode time|instructions|both]
+//!       [--instruction-requests 200]
 //! ```
+//!
+//! After the timed runs, each suite is run again with Envoy under valgrind's callgrind,
+//! which counts the user-space instructions of every scenario's requests: a deterministic
+//! second view, unaffected by the machine's noise (`bench/instructions.rs`).
 
+#[path = "bench/instructions.rs"]
+mod instructions;
 #[path = "bench/jwt.rs"]
 mod jwt;
 #[path = "bench/ratelimit.rs"]
@@ -78,6 +86,38 @@ struct Options {
     /// `--extra-wasm NAME=PATH[=CONFIG]`: more scenarios, any module, for comparisons.
     extra_wasm: Vec<(String, PathBuf, String)>,
     layout: Layout,
+    /// The timed suites, the instruction counts (callgrind), or both.
+    mode: Mode,
+    /// Requests per scenario and round in the instruction counts.
+    instruction_requests: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Time,
+    Instructions,
+    Both,
+}
+
+impl Mode {
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "time" => Ok(Self::Time),
+            "instructions" => Ok(Self::Instructions),
+            "both" => Ok(Self::Both),
+            other => Err(Error::new(format!(
+                "--mode takes time, instructions or both, not {other:?}"
+            ))),
+        }
+    }
+
+    fn timed(self) -> bool {
+        matches!(self, Self::Time | Self::Both)
+    }
+
+    fn counted(self) -> bool {
+        matches!(self, Self::Instructions | Self::Both)
+    }
 }
 
 /// Where Envoy, wrk and the suite's in-process peers run.
@@ -563,7 +603,12 @@ fn run() -> Result<bool> {
                 vec![WasmFilter::new(name, path, configuration.as_str()).to_value()],
             ));
         }
-        all_within_budget &= run_suite(&suite, &options, &wrk)?;
+        if options.mode.timed() {
+            all_within_budget &= run_suite(&suite, &options, &wrk)?;
+        }
+        if options.mode.counted() {
+            instructions::run_suite(&suite, &options.out, options.instruction_requests)?;
+        }
     }
     Ok(all_within_budget || !options.enforce_budget)
 }
@@ -1525,6 +1570,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
         enforce_budget: false,
         extra_wasm: Vec::new(),
         layout: Layout::Shared,
+        mode: Mode::Both,
+        instruction_requests: 200,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -1550,6 +1597,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
             "--suite" => options.suite = Some(value("--suite")?),
             "--enforce-budget" => options.enforce_budget = true,
             "--layout" => options.layout = Layout::parse(&value("--layout")?)?.effective(),
+            "--mode" => options.mode = Mode::parse(&value("--mode")?)?,
+            "--instruction-requests" => {
+                options.instruction_requests =
+                    usize::try_from(positive(&value("--instruction-requests")?)?)
+                        .map_err(|_| Error::new("--instruction-requests is too large"))?;
+            }
             "--extra-wasm" => {
                 let spec = value("--extra-wasm")?;
                 let mut parts = spec.splitn(3, '=');
@@ -1570,7 +1623,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
                     "bench --out <dir> [--duration <s>] [--connections <n>] [--rounds <n>] \
                      [--warmup <s>] [--suite security-headers|jwt-authz|ratelimit-tagger] \
                      [--enforce-budget] [--extra-wasm NAME=PATH[=CONFIG]] \
-                     [--layout shared|split|free]"
+                     [--layout shared|split|free] [--mode time|instructions|both] \
+                     [--instruction-requests N]"
                 );
                 std::process::exit(0);
             }

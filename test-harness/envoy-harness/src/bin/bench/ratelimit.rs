@@ -85,7 +85,8 @@ fn backstop() -> Value {
 }
 
 /// The README's `ratelimit` filter; `rate_limits` only for the tagger (the native scenario
-/// puts its actions on the routes).
+/// puts its actions on the routes). The instruction counts raise its 50 ms timeouts
+/// (`bench/instructions.rs`), matching them textually: keep them written as here.
 fn ratelimit_filter(cluster: &str, rate_limits: Option<Value>) -> Value {
     let mut config = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
