@@ -173,6 +173,18 @@ pub fn serialize(pairs: &[Pair<'_>]) -> Vec<u8> {
     out
 }
 
+/// `map` without the entries whose name `drop` selects, then `add`, serialized: the new map
+/// for one `proxy_set_header_map_pairs` when a filter replaces some fields.
+pub fn replace<'a>(
+    map: &'a HeaderPairs,
+    drop: impl Fn(&[u8]) -> bool,
+    add: impl IntoIterator<Item = Pair<'a>>,
+) -> Vec<u8> {
+    let mut pairs: Vec<Pair<'a>> = map.iter().filter(|(name, _)| !drop(name)).collect();
+    pairs.extend(add);
+    serialize(&pairs)
+}
+
 fn read_word(bytes: &[u8], at: usize) -> Option<usize> {
     let word: [u8; WORD] = bytes.get(at..at.checked_add(WORD)?)?.try_into().ok()?;
     usize::try_from(u32::from_le_bytes(word)).ok()
@@ -235,6 +247,36 @@ mod tests {
         let all: Vec<&[u8]> = map.get_all(b"X-FORWARDED-FOR").collect();
         assert_eq!(all, [&b"1.1.1.1"[..], &b"2.2.2.2"[..]]);
         assert_eq!(map.get(b"absent"), None);
+    }
+
+    #[test]
+    fn replace_drops_the_selected_entries_and_appends() {
+        let map = HeaderPairs::parse(serialize(&[
+            (b":status", b"200"),
+            (b"x-old", b"1"),
+            (b"X-Old", b"2"),
+            (b"keep", b"3"),
+        ]))
+        .unwrap();
+        let added: &[Pair<'_>] = &[(b"x-new", b"4")];
+        let replaced = replace(
+            &map,
+            |name| name.eq_ignore_ascii_case(b"x-old"),
+            added.iter().copied(),
+        );
+        assert_eq!(
+            round_trip(
+                &HeaderPairs::parse(replaced)
+                    .unwrap()
+                    .iter()
+                    .collect::<Vec<_>>()
+            ),
+            vec![
+                (b":status".to_vec(), b"200".to_vec()),
+                (b"keep".to_vec(), b"3".to_vec()),
+                (b"x-new".to_vec(), b"4".to_vec()),
+            ]
+        );
     }
 
     #[test]

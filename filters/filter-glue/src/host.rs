@@ -156,14 +156,8 @@ pub fn header_value(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostSta
     let raw = unsafe {
         raw_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
     };
-    match HostStatus::check(raw) {
-        Ok(()) => {}
-        Err(HostStatus::NOT_FOUND) => return Ok(None),
-        Err(status) => return Err(status),
-    }
-    // SAFETY: as in `header_map`.
-    let bytes = unsafe { take_host_buffer(data, size) };
-    Ok(Some(bytes).filter(|bytes| !bytes.is_empty()))
+    // SAFETY: on OK the host allocated `size` bytes at `data` for us (see `header_map`).
+    unsafe { optional_value(raw, data, size) }
 }
 
 /// Replaces the whole map `map` with `serialized` (from
@@ -210,12 +204,26 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
     let mut size: usize = 0;
     // SAFETY: the path is valid for its length; the out-pointers are valid for writes.
     let raw = unsafe { raw_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
+    // SAFETY: on OK the host allocated `size` bytes at `data` for us (see `header_map`).
+    unsafe { optional_value(raw, data, size) }
+}
+
+/// A value the host returned with status `raw`: `None` for NOT_FOUND or an empty value.
+///
+/// # Safety
+/// When `raw` is OK, `data` and `size` must be what the host returned, as for
+/// [`take_host_buffer`].
+unsafe fn optional_value(
+    raw: u32,
+    data: *mut u8,
+    size: usize,
+) -> Result<Option<Vec<u8>>, HostStatus> {
     match HostStatus::check(raw) {
         Ok(()) => {}
         Err(HostStatus::NOT_FOUND) => return Ok(None),
         Err(status) => return Err(status),
     }
-    // SAFETY: as in `header_map`.
+    // SAFETY: upheld by the caller.
     let bytes = unsafe { take_host_buffer(data, size) };
     Ok(Some(bytes).filter(|bytes| !bytes.is_empty()))
 }

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use filter_glue::header_pairs::{self, HeaderPairs, Pair};
+use filter_glue::header_pairs::{self, HeaderPairs};
 use filter_glue::host;
 use filter_glue::{BatchedCounter, Counter, Gauge, METRICS_FLUSH_PERIOD};
 use gateway_core::build_info::BuildInfo;
@@ -313,20 +313,14 @@ impl HttpContext for TaggerStream {
                         }
                     }
                 }
-                let body = ErrorBody::new(
-                    CLIENT_ADDRESS_UNKNOWN,
-                    "the client address could not be determined",
-                )
-                .render();
-                if let Err(status) = host::send_local_response(
+                self.answer(
                     u32::from(MISSING_IDENTITY_STATUS),
                     "ratelimit_tagger_client_address_unknown",
-                    &[(b"content-type", error_body::CONTENT_TYPE.as_bytes())],
-                    body.as_bytes(),
-                ) {
-                    log::warn!("#{} cannot answer: {status}", self.context_id);
-                }
-                Action::Pause
+                    &ErrorBody::new(
+                        CLIENT_ADDRESS_UNKNOWN,
+                        "the client address could not be determined",
+                    ),
+                )
             }
         }
     }
@@ -391,18 +385,12 @@ impl HttpContext for TaggerStream {
                     .iter()
                     .any(|(field, _)| field.as_bytes().eq_ignore_ascii_case(name))
         };
-        let mut headers: Vec<Pair<'_>> = response
+        let fields = fields
             .iter()
-            .filter(|(name, _)| !replaced(name))
-            .collect();
-        headers.extend(
-            fields
-                .iter()
-                .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
-        );
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()));
         if let Err(status) = host::set_header_map(
             MapType::HttpResponseHeaders,
-            &header_pairs::serialize(&headers),
+            &header_pairs::replace(&response, replaced, fields),
         ) {
             log::warn!(
                 "#{} cannot write the rate-limit fields: {status}",
@@ -463,18 +451,12 @@ impl TaggerStream {
             }
             return self.tagged(tagger, tags);
         }
-        let mut headers: Vec<Pair<'_>> = request
+        let ours = descriptors
             .iter()
-            .filter(|(name, _)| !is_descriptor_header(names, name))
-            .collect();
-        headers.extend(
-            descriptors
-                .iter()
-                .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
-        );
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()));
         if let Err(status) = host::set_header_map(
             MapType::HttpRequestHeaders,
-            &header_pairs::serialize(&headers),
+            &header_pairs::replace(request, |name| is_descriptor_header(names, name), ours),
         ) {
             // This write was also what removed the client's copies.
             log::warn!(
@@ -517,18 +499,25 @@ impl TaggerStream {
             "#{} cannot remove client-sent descriptor headers ({status}): refusing the request",
             self.context_id
         );
-        let body = ErrorBody::new(
-            "service_unavailable",
-            "the request could not be processed; retry later",
-        )
-        .render();
-        if let Err(status) = host::send_local_response(
+        self.answer(
             503,
             "ratelimit_tagger_headers_unwritable",
+            &ErrorBody::new(
+                "service_unavailable",
+                "the request could not be processed; retry later",
+            ),
+        )
+    }
+
+    /// Answers the request with the gateway's JSON error body; the stream stops here.
+    fn answer(&self, status: u32, details: &str, body: &ErrorBody) -> Action {
+        if let Err(error) = host::send_local_response(
+            status,
+            details,
             &[(b"content-type", error_body::CONTENT_TYPE.as_bytes())],
-            body.as_bytes(),
+            body.render().as_bytes(),
         ) {
-            log::warn!("#{} cannot answer: {status}", self.context_id);
+            log::warn!("#{} cannot answer: {error}", self.context_id);
         }
         Action::Pause
     }

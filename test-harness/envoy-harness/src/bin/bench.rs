@@ -48,7 +48,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use envoy_harness::config::{self, WasmFilter};
-use envoy_harness::{client, paths, EnvoyProcess, Error, Result};
+use envoy_harness::{client, paths, EnvoyBuilder, EnvoyProcess, Error, Result};
 use gateway_core::security_headers::{HeaderMode, API_HEADERS, API_REMOVE};
 use serde_json::{json, Value};
 
@@ -620,17 +620,7 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
     if let Some(cpu) = layout.envoy_cpu() {
         builder = builder.pin_to_cpu(cpu);
     }
-    let envoy = builder.start()?;
-    let ports = suite
-        .scenarios
-        .iter()
-        .enumerate()
-        .map(|(index, _)| envoy.port(&format!("scenario{index}")))
-        .collect::<Result<Vec<u16>>>()?;
-    check_scenarios(&suite.scenarios, &ports, &envoy)?;
-    if let Some(check) = &suite.check {
-        check()?;
-    }
+    let (envoy, ports) = start_checked(suite, builder)?;
     let measured: Vec<usize> = suite
         .scenarios
         .iter()
@@ -813,6 +803,23 @@ fn run_suite(suite: &Suite, options: &Options, wrk: &Wrk) -> Result<bool> {
         .map_err(|error| Error::new(format!("writing {}: {error}", path.display())))?;
     println!("wrote {}", path.display());
     Ok(report.within_budget)
+}
+
+/// Starts the suite's Envoy and proves, before any load, that every scenario is set up as
+/// intended (see [`Marker`]) and the suite's own check passes. Returns each scenario's port.
+fn start_checked(suite: &Suite, builder: EnvoyBuilder) -> Result<(EnvoyProcess, Vec<u16>)> {
+    let envoy = builder.start()?;
+    let ports = suite
+        .scenarios
+        .iter()
+        .enumerate()
+        .map(|(index, _)| envoy.port(&format!("scenario{index}")))
+        .collect::<Result<Vec<u16>>>()?;
+    check_scenarios(&suite.scenarios, &ports, &envoy)?;
+    if let Some(check) = &suite.check {
+        check()?;
+    }
+    Ok((envoy, ports))
 }
 
 /// The scenario's counters now (`None`: Envoy has no such stat).

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use envoy_harness::{EnvoyProcess, Error, Result};
 use serde_json::{json, Value};
 
-use super::{bench_config, check_scenarios, Load, Suite, REQUEST_PATH};
+use super::{bench_config, start_checked, Load, Suite, REQUEST_PATH};
 
 /// Each scenario is counted this many times; the smallest count is kept (instrumentation
 /// can only add, e.g. a V8 tier-up or a GC landing in one window).
@@ -58,7 +58,7 @@ pub fn run_suite(suite: &Suite, out: &Path, requests: usize) -> Result<()> {
         .map_err(|error| Error::new(format!("creating a temporary directory: {error}")))?;
     let out_file = dumps.path().join("callgrind.%p");
     let config = bench_config(suite).replace(RLS_TIMEOUT, INSTRUMENTED_RLS_TIMEOUT);
-    let envoy = EnvoyProcess::builder(config)
+    let builder = EnvoyProcess::builder(config)
         .log_level("warning")
         .wrapper([
             "valgrind".to_owned(),
@@ -70,21 +70,11 @@ pub fn run_suite(suite: &Suite, out: &Path, requests: usize) -> Result<()> {
             "--dump-instr=no".to_owned(),
             format!("--callgrind-out-file={}", out_file.display()),
         ])
-        .ready_timeout(READY_TIMEOUT)
-        .start()?;
+        .ready_timeout(READY_TIMEOUT);
+    let (envoy, ports) = start_checked(suite, builder)?;
     let pid = envoy
         .pid()
         .ok_or_else(|| Error::new("instrumented Envoy has no pid"))?;
-    let ports = suite
-        .scenarios
-        .iter()
-        .enumerate()
-        .map(|(index, _)| envoy.port(&format!("scenario{index}")))
-        .collect::<Result<Vec<u16>>>()?;
-    check_scenarios(&suite.scenarios, &ports, &envoy)?;
-    if let Some(check) = &suite.check {
-        check()?;
-    }
     println!(
         "suite {} (instructions): {} requests per scenario, {ROUNDS} rounds, valgrind's callgrind",
         suite.name, requests
