@@ -281,6 +281,17 @@ impl Response {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+    /// Every value of a header (a second WWW-Authenticate must show).
+    fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
@@ -553,38 +564,164 @@ fn the_upstream_only_accepts_the_gateways_client_certificate() {
 
 // ------------------------------------------------------------------ JWT
 
-#[test]
-fn a_request_without_a_token_is_denied_by_rbac_before_jwt_authz() {
-    let _serial = serial();
-    // require-jwt-on-api (DENY, no request principal on /api/*) acts before jwt-authz, which
-    // would have answered 401 with a Bearer challenge.
-    let denied_before = target()
-        .local
-        .map(|local| envoy_stat(local, "http.gateway_https.rbac.denied"));
-    let response = get("/api/v1/trade/no-token", None);
+/// jwt-authz's realm (envoyfilter-jwt-authz.yaml): every challenge of the gateway names it.
+const CHALLENGE_NO_TOKEN: &str = r#"Bearer realm="api.exchange.example.com""#;
+const CHALLENGE_INVALID_TOKEN: &str =
+    r#"Bearer realm="api.exchange.example.com", error="invalid_token""#;
+
+/// An RFC 6750 answer exactly as jwt-authz gives it (gateway_core::jwt::decision): status,
+/// one challenge, the JSON body byte for byte, hardened like every response.
+fn assert_bearer_answer(response: &Response, status: u16, challenge: &str, body: &str) {
+    assert_eq!(response.status, status, "{}", response.body_text());
     assert_eq!(
-        response.status,
-        403,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    assert!(
-        response.header("www-authenticate").is_none(),
-        "jwt-authz answered, not rbac: {:?}",
+        response.headers_named("www-authenticate"),
+        [challenge],
+        "{:?}",
         response.headers
     );
-    assert_error_body(&response, "access_denied");
-    assert_hardened(&response);
-    if let Some(trading) = mock("svc-trading-api") {
-        assert_eq!(trading.count("GET", "/api/v1/trade/no-token"), 0);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.body_text(), body);
+    assert_hardened(response);
+}
+
+#[test]
+fn a_request_without_a_bearer_token_is_401_with_a_bare_challenge() {
+    let _serial = serial();
+    // require-jwt-on-api (DENY, no request principal on /api/*) makes rbac answer before
+    // jwt-authz; the HCM's mapper turns that 403 into jwt-authz's MissingToken answer
+    // (RFC 6750 §3.1: no error code). Another scheme is no bearer token either.
+    for (what, headers) in [
+        ("no Authorization", vec![]),
+        (
+            "Basic credentials",
+            vec![("authorization", "Basic dXNlcjpwYXNz")],
+        ),
+    ] {
+        let denied_before = target()
+            .local
+            .map(|local| envoy_stat(local, "http.gateway_https.rbac.denied"));
+        let response = send("GET", "/api/v1/trade/no-token", &headers, "");
+        assert_bearer_answer(
+            &response,
+            401,
+            CHALLENGE_NO_TOKEN,
+            r#"{"error":"unauthorized","message":"a bearer token is required"}"#,
+        );
+        if let Some(trading) = mock("svc-trading-api") {
+            assert_eq!(trading.count("GET", "/api/v1/trade/no-token"), 0, "{what}");
+        }
+        // rbac answered (not jwt-authz, which never ran).
+        match (target().local, denied_before) {
+            (Some(local), Some(before)) => assert_eq!(
+                envoy_stat(local, "http.gateway_https.rbac.denied"),
+                before + 1,
+                "{what}"
+            ),
+            _ => skipped_against_external_gateway("rbac stats"),
+        }
     }
+}
+
+#[test]
+fn tokens_jwt_authn_rejects_get_jwt_authzs_401() {
+    let _serial = serial();
+    // Istio's jwt_authn answers these before rbac and jwt-authz, in plain text with its own
+    // realm (the request URL); the HCM's mappers give jwt-authz's answer for the same token.
+    let invalid = r#"{"error":"invalid_token","message":"the access token is invalid"}"#;
+    // Signed as the issuer the gateway does not know, whatever GATEWAY_TOKEN_ISSUER says.
+    let mut foreign = TokenRequest::new("user-e2e", "trade:read");
+    foreign.issuer = "https://evil.example".into();
+    let foreign = target().issuer.sign(&foreign).unwrap();
+    let cases = [
+        (
+            "expired an hour ago (beyond jwt_authn's 60 s skew)",
+            token_with(|r| r.ttl_seconds = -3600),
+            r#"{"error":"invalid_token","message":"the access token has expired"}"#,
+        ),
+        ("not a JWT", "abc.def.ghi".to_owned(), invalid),
+        (
+            "a key the JWKS does not have",
+            token_with(|r| r.kid = Some("no-such-key".into())),
+            invalid,
+        ),
+        ("an issuer the gateway does not know", foreign, invalid),
+        (
+            "not valid for another 10 minutes",
+            token_with(|r| r.not_before_seconds = Some(600)),
+            r#"{"error":"invalid_token","message":"the access token is not valid yet"}"#,
+        ),
+        (
+            // jwt_authn's 403: no jwtRule lists this audience.
+            "an audience no service has",
+            token_with(|r| r.audience = "svc-unknown".into()),
+            r#"{"error":"invalid_token","message":"the access token is not intended for this resource"}"#,
+        ),
+    ];
+    let path = "/api/v1/trade/orders";
+    let trading = mock("svc-trading-api");
+    for (what, token, body) in cases {
+        let denied_before = target()
+            .local
+            .map(|local| envoy_stat(local, "http.gateway_https.jwt_authn.denied"));
+        let reached_before = trading.as_ref().map(|m| m.count("GET", path));
+        let response = get(path, Some(&token));
+        assert_eq!(response.status, 401, "{what}: {}", response.body_text());
+        assert_bearer_answer(&response, 401, CHALLENGE_INVALID_TOKEN, body);
+        if let (Some(trading), Some(before)) = (&trading, reached_before) {
+            assert_eq!(trading.count("GET", path), before, "{what}");
+        }
+        match (target().local, denied_before) {
+            (Some(local), Some(before)) => assert_eq!(
+                envoy_stat(local, "http.gateway_https.jwt_authn.denied"),
+                before + 1,
+                "{what}: jwt_authn did not answer"
+            ),
+            _ => skipped_against_external_gateway("jwt_authn stats"),
+        }
+    }
+}
+
+#[test]
+fn jwt_authzs_own_answers_are_unchanged() {
+    let _serial = serial();
+    // Expired 45 s ago: within jwt_authn's 60 s skew, beyond jwt-authz's 30 s
+    // (clockSkewSeconds), so jwt-authz answers, with the same body the mapper gives.
+    let denied_before = target()
+        .local
+        .map(|local| envoy_stat(local, "http.gateway_https.jwt_authn.denied"));
+    let response = get(
+        "/api/v1/trade/orders",
+        Some(&token_with(|r| r.ttl_seconds = -45)),
+    );
+    assert_bearer_answer(
+        &response,
+        401,
+        CHALLENGE_INVALID_TOKEN,
+        r#"{"error":"invalid_token","message":"the access token has expired"}"#,
+    );
     match (target().local, denied_before) {
         (Some(local), Some(before)) => assert_eq!(
-            envoy_stat(local, "http.gateway_https.rbac.denied"),
-            before + 1
+            envoy_stat(local, "http.gateway_https.jwt_authn.denied"),
+            before,
+            "jwt_authn answered, not jwt-authz"
         ),
-        _ => skipped_against_external_gateway("rbac stats"),
+        _ => skipped_against_external_gateway("jwt_authn stats"),
     }
+    // A valid token without the scope the route needs: 403 insufficient_scope.
+    let token = token("user-scope-post", "trade:read");
+    let mut auth = String::new();
+    let response = send(
+        "POST",
+        "/api/v1/trade/orders",
+        &[with_bearer(&token, &mut auth)],
+        "{}",
+    );
+    assert_bearer_answer(
+        &response,
+        403,
+        r#"Bearer realm="api.exchange.example.com", error="insufficient_scope", scope="trade:write""#,
+        r#"{"error":"insufficient_scope","message":"the access token lacks a scope this resource requires"}"#,
+    );
 }
 
 #[test]
@@ -652,25 +789,6 @@ fn what_no_allow_rule_names_is_denied_by_default() {
     let response = send("POST", "/healthz", &[], "");
     assert_eq!(response.status, 403);
     assert_error_body(&response, "access_denied");
-}
-
-#[test]
-fn expired_and_unknown_key_tokens_are_401() {
-    let _serial = serial();
-    for token in [
-        token_with(|r| r.ttl_seconds = -600),
-        token_with(|r| r.kid = Some("no-such-key".into())),
-    ] {
-        let response = get("/api/v1/trade/orders", Some(&token));
-        assert_eq!(
-            response.status,
-            401,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        assert!(response.header("www-authenticate").is_some());
-        assert_hardened(&response);
-    }
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //!   at the path its EnvoyFilter loads it from.
 //! * [`crate::ratelimit`] (run by [`check_all`]): the rate-limit service configuration and
 //!   the filter's descriptor actions agree.
+//! * [`crate::local_reply`] (run by [`check_all`]): each local reply mapper only rewrites the
+//!   replies it is meant for, in the order that lets it.
 
 // Reads go through serde_json's `Index` (`v["a"]["b"]`), which never panics: a missing key
 // or a non-object yields `Null`. Every write uses `get_mut`/`pointer_mut`/`as_*_mut`.
@@ -942,6 +944,9 @@ pub fn check_all(objs: &[Value], envoy: &Path, dist: &Path) -> Result<Vec<String
         Ok(_) => {}
         Err(e) => findings.push(format!("ENVOY: {e:#}")),
     }
+    // Which replies each local reply mapper rewrites (first match wins; Envoy only checks
+    // that they parse).
+    findings.extend(crate::local_reply::check(objs)?);
     // The rate-limit path: the service configuration shipped byte for byte, loaded as
     // envoyproxy/ratelimit expects, and in agreement with the filter's descriptor actions.
     findings.extend(crate::ratelimit::check_all(objs, &crate::repo_root())?);

@@ -4,6 +4,7 @@
 
 pub mod envoyfilter;
 pub mod kustomize;
+pub mod local_reply;
 pub mod policy;
 pub mod promtool;
 pub mod ratelimit;

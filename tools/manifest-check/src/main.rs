@@ -11,7 +11,8 @@
 //!                                                    simulation), module ConfigMaps (< 1 MiB,
 //!                                                    sha256, mounts), `envoy --mode validate`,
 //!                                                    rate-limit service config (copy, mount,
-//!                                                    descriptor agreement)
+//!                                                    descriptor agreement), local reply
+//!                                                    mappers (what each one rewrites)
 //!   manifest-check pin-modules <dir>                 record dist/*.wasm.sha256 in the manifests
 
 use std::path::{Path, PathBuf};
@@ -127,11 +128,13 @@ fn envoyfilter_check(dirs: &[String]) -> Result<bool> {
             "envoyfilter-check: {} patches applied, order contract holds on {} baselines, \
              module ConfigMaps pinned and mounted, {} --mode validate accepts the patched \
              configuration ({} wasm filters configured), rate-limit service config shipped \
-             byte for byte, mounted as envoyproxy/ratelimit reads it, descriptors agree",
+             byte for byte, mounted as envoyproxy/ratelimit reads it, descriptors agree, \
+             {} local reply mappers each match only their replies",
             results.len(),
             envoyfilter::Baseline::ALL.len(),
             envoy.display(),
             envoyfilter::wasm_modules(&cfg).len(),
+            manifest_check::local_reply::mappers(&objs)?.len(),
         );
     }
     Ok(findings.is_empty())

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use manifest_check::envoyfilter::{
     self, check_modules, check_order, dist_dir, envoy_bin, simulate, validate_with_envoy, Baseline,
 };
-use manifest_check::{catalog, check, kustomize, policy, ratelimit, repo_root};
+use manifest_check::{catalog, check, kustomize, local_reply, policy, ratelimit, repo_root};
 use serde_json::{json, Value};
 
 fn dirs(root: &Path) -> Vec<PathBuf> {
@@ -274,11 +274,17 @@ fn real_envoy_rejects_broken_patch_values() {
         (
             "local reply mapper with an unknown comparison",
             Box::new(|o| {
-                ef_mut(o, "svcgw-hcm")["spec"]["configPatches"][0]["patch"]["value"]
-                    ["typed_config"]["local_reply_config"]["mappers"][0]["filter"]["and_filter"]
-                    ["filters"][0]["status_code_filter"]["comparison"]["op"] = json!("EQQ");
+                mapper_mut(o, "svcgw_local_reply_400")["filter"]["and_filter"]["filters"][0]
+                    ["status_code_filter"]["comparison"]["op"] = json!("EQQ");
             }),
             "EQQ",
+        ),
+        (
+            "local reply CEL expression that does not parse",
+            Box::new(|o| {
+                *expression_mut(o, CATCH_ALL) = json!("response.code_details.startsWith(");
+            }),
+            "Not able to parse filter expression",
         ),
         (
             "unknown field in the cluster patch",
@@ -366,54 +372,22 @@ fn module_configmaps_fit_carry_dist_and_are_mounted() {
 /// Every HTTP error Envoy itself produces gets the gateway's JSON body; the filters' own
 /// local replies (no response flag) are left alone. 429 matches on the status alone: the
 /// backstop's flag is set only after the mapper ran (filters/ratelimit-tagger/README.md).
+/// jwt_authn's rejections and rbac's no-token 403 become jwt-authz's own answers.
 #[test]
 fn local_reply_mappers_use_the_gateway_error_body() {
     let objs = rendered();
     let hcm = &ef(&objs, "svcgw-hcm")["spec"]["configPatches"][0]["patch"]["value"]["typed_config"];
     assert_eq!(hcm["server_header_transformation"], "PASS_THROUGH");
+    let findings = local_reply::check(&objs).unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
     let mappers = hcm["local_reply_config"]["mappers"].as_array().unwrap();
+    assert_eq!(mappers, &local_reply::mappers(&objs).unwrap());
     let mut by_status = std::collections::BTreeMap::new();
     for m in mappers {
-        // A bare status filter (429) or an and_filter of status filters and a flag filter.
-        let filters: Vec<Value> = match m["filter"]["and_filter"]["filters"].as_array() {
-            Some(f) => f.clone(),
-            None => vec![m["filter"].clone()],
-        };
-        let flagged = filters
-            .iter()
-            .any(|f| f.get("response_flag_filter").is_some());
-        // rbac sets no flag: its 403s are told apart by the metadata rbac itself records,
-        // which a filter's own reply never carries.
-        let rbac_gated = filters
-            .iter()
-            .any(|f| f["metadata_filter"]["matcher"]["filter"] == "envoy.filters.http.rbac");
-        let is_429 = filters.iter().any(|f| {
-            f["status_code_filter"]["comparison"]["op"] == "EQ"
-                && f["status_code_filter"]["comparison"]["value"]["default_value"] == 429
-        });
-        if is_429 {
-            assert!(
-                !flagged && filters.len() == 1,
-                "the 429 mapper must match the status alone (the backstop sets RL after the mapper): {m}"
-            );
-        } else {
-            assert!(
-                flagged || rbac_gated,
-                "mapper without a response flag filter would rewrite the filters' replies: {m}"
-            );
-        }
         let bo = &m["body_format_override"];
         assert_eq!(bo["content_type"], "application/json");
         let body = bo["text_format_source"]["inline_string"].as_str().unwrap();
         let parsed: Value = serde_json::from_str(body).unwrap();
-        let keys: BTreeSet<&str> = parsed
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(keys, BTreeSet::from(["error", "message"]), "{body}");
-        assert!(!body.contains('%'), "no command operators in {body}");
         let code: &'static str = match parsed["error"].as_str().unwrap() {
             "not_found" => "not_found",
             "rate_limited" => "rate_limited",
@@ -424,6 +398,8 @@ fn local_reply_mappers_use_the_gateway_error_body() {
             "payload_too_large" => "payload_too_large",
             "internal_error" => "internal_error",
             "access_denied" => "access_denied",
+            "invalid_token" => "invalid_token",
+            "unauthorized" => "unauthorized",
             other => panic!("unexpected error code {other}"),
         };
         // Byte for byte what the filters render for the same code and message.
@@ -431,16 +407,22 @@ fn local_reply_mappers_use_the_gateway_error_body() {
             body,
             gateway_core::error_body::render(code, parsed["message"].as_str().unwrap())
         );
-        for f in &filters {
-            let c = &f["status_code_filter"]["comparison"];
-            if c["op"] == "EQ" {
-                by_status.insert(c["value"]["default_value"].as_u64().unwrap(), code);
+        // Status → code for the mappers that keep Envoy's status.
+        if m.get("status_code").is_none() {
+            let filters: Vec<Value> = match m["filter"]["and_filter"]["filters"].as_array() {
+                Some(f) => f.clone(),
+                None => vec![m["filter"].clone()],
+            };
+            for f in &filters {
+                let c = &f["status_code_filter"]["comparison"];
+                if c["op"] == "EQ" {
+                    by_status.insert(c["value"]["default_value"].as_u64().unwrap(), code);
+                }
             }
         }
     }
     for (status, code) in [
         (400, "bad_request"),
-        (403, "access_denied"),
         (404, "not_found"),
         (413, "payload_too_large"),
         (429, "rate_limited"),
@@ -450,6 +432,15 @@ fn local_reply_mappers_use_the_gateway_error_body() {
     ] {
         assert_eq!(by_status.get(&status), Some(&code), "{status}");
     }
+    // rbac's 403s match on its response code details, not the status (`local_reply::check`
+    // holds them to access_denied).
+    assert_eq!(
+        mappers
+            .iter()
+            .filter(|m| local_reply::classify(m) == Ok(local_reply::Kind::RbacDenied))
+            .count(),
+        1
+    );
     // The 429 mapper comes before the 4xx catch-all (first match wins).
     let first_429 = mappers
         .iter()
@@ -462,6 +453,306 @@ fn local_reply_mappers_use_the_gateway_error_body() {
         .position(|m| m.to_string().contains("svcgw_local_reply_4xx_min"))
         .unwrap();
     assert!(first_429 < catch_all);
+}
+
+/// The authentication mappers, spelled out: jwt_authn's rejections (by response code
+/// details) and the no-token DENY rule's 403 answer exactly as jwt-authz does for the same
+/// token (gateway_core::jwt::decision: status, challenge with jwt-authz's realm, body).
+#[test]
+fn authentication_mappers_give_jwt_authzs_answers() {
+    use gateway_core::jwt::{Denial, DenyReason};
+    use local_reply::Kind;
+    let objs = rendered();
+    let realm = local_reply::jwt_authz_realm(&objs).unwrap();
+    assert_eq!(realm, "api.exchange.example.com");
+    let mappers = local_reply::mappers(&objs).unwrap();
+    let kinds: Vec<Kind> = mappers
+        .iter()
+        .map(|m| local_reply::classify(m).unwrap())
+        .collect();
+    let details =
+        |reason: &str| Kind::JwtAuthn(Some(format!("jwt_authn_access_denied{{{reason}}}")));
+    // First, in this order (first match wins; the catch-all last of them).
+    let expected = [
+        (details("Jwt_is_expired"), DenyReason::Expired),
+        (details("Jwt_not_yet_valid"), DenyReason::NotYetValid),
+        (
+            details("Audiences_in_Jwt_are_not_allowed"),
+            DenyReason::AudienceMismatch,
+        ),
+        // The generic answer, the same for every check jwt-authz does not name.
+        (Kind::JwtAuthn(None), DenyReason::BadSignature),
+        (
+            Kind::RbacNoToken("ns[gateway]-policy[require-jwt-on-api]-rule[0]".into()),
+            DenyReason::MissingToken,
+        ),
+    ];
+    assert_eq!(
+        kinds[..expected.len()],
+        expected.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    // The only ones that rewrite status or headers.
+    assert!(kinds[expected.len()..]
+        .iter()
+        .all(|k| matches!(k, Kind::Flagged | Kind::RateLimited | Kind::RbacDenied)));
+    for ((kind, reason), mapper) in expected.iter().zip(&mappers) {
+        let denial = Denial::new(*reason, &realm, &[], None);
+        assert_eq!(mapper["status_code"], denial.status, "{kind:?}");
+        let headers = mapper["headers_to_add"].as_array().unwrap();
+        assert_eq!(headers.len(), 1, "{kind:?}");
+        assert_eq!(headers[0]["header"]["key"], "www-authenticate");
+        assert_eq!(
+            headers[0]["header"]["value"],
+            denial.www_authenticate.unwrap(),
+            "{kind:?}"
+        );
+        assert_eq!(headers[0]["append_action"], "OVERWRITE_IF_EXISTS_OR_ADD");
+        assert_eq!(
+            mapper["body_format_override"]["text_format_source"]["inline_string"], denial.body,
+            "{kind:?}"
+        );
+    }
+    // The catch-all's message is the one jwt-authz gives for every unnamed check.
+    for reason in [
+        DenyReason::UnknownKey,
+        DenyReason::UnknownIssuer,
+        DenyReason::MalformedToken,
+    ] {
+        assert_eq!(
+            Denial::new(reason, &realm, &[], None).body,
+            Denial::new(DenyReason::BadSignature, &realm, &[], None).body
+        );
+    }
+    // The id is istiod's for the namespace kustomize deploys the policy in.
+    let policy = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "AuthorizationPolicy" && o["metadata"]["name"] == "require-jwt-on-api"
+        })
+        .unwrap();
+    assert_eq!(policy["metadata"]["namespace"], "gateway");
+    assert_eq!(policy["spec"]["action"], "DENY");
+    assert_eq!(
+        policy["spec"]["rules"][0]["from"],
+        json!([{"source": {"notRequestPrincipals": ["*"]}}])
+    );
+}
+
+fn mappers_mut(o: &mut [Value]) -> &mut Vec<Value> {
+    ef_mut(o, "svcgw-hcm")["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+        ["local_reply_config"]["mappers"]
+        .as_array_mut()
+        .unwrap()
+}
+
+/// The mapper whose JSON contains `needle` (exactly one).
+fn mapper_mut<'a>(o: &'a mut [Value], needle: &str) -> &'a mut Value {
+    let mappers = mappers_mut(o);
+    let found: Vec<usize> = mappers
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.to_string().contains(needle))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(found.len(), 1, "{needle}: {found:?}");
+    &mut mappers[found[0]]
+}
+
+fn position(o: &mut [Value], needle: &str) -> usize {
+    mappers_mut(o)
+        .iter()
+        .position(|m| m.to_string().contains(needle))
+        .unwrap()
+}
+
+const NO_TOKEN: &str = "require-jwt-on-api]-rule[0]";
+const EXPIRED: &str = "Jwt_is_expired";
+const CATCH_ALL: &str = "startsWith('jwt_authn";
+const RBAC_DENIED: &str = "startsWith('rbac_access_denied";
+
+/// The CEL expression of the mapper whose JSON contains `needle`.
+fn expression_mut<'a>(o: &'a mut [Value], needle: &str) -> &'a mut Value {
+    &mut mapper_mut(o, needle)["filter"]["extension_filter"]["typed_config"]["expression"]
+}
+
+/// The local reply checks have teeth: a mapper that would rewrite replies it is not meant
+/// for, lose jwt-authz's challenge, or never be reached fails them.
+#[test]
+fn local_reply_checks_fail_on_mutated_copies() {
+    let base = rendered();
+    assert!(local_reply::check(&base).unwrap().is_empty());
+    let cases: Vec<Mutation> = vec![
+        (
+            "an rbac mapper on rbac's dynamic metadata (which is not there at local reply time)",
+            Box::new(|o| {
+                mapper_mut(o, NO_TOKEN)["filter"] = json!({"and_filter": {"filters": [
+                    {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                        "default_value": 403, "runtime_key": "svcgw_local_reply_403"}}}},
+                    {"metadata_filter": {"matcher": {"filter": "envoy.filters.http.rbac",
+                        "path": [{"key": "enforced_effective_policy_id"}],
+                        "value": {"string_match": {"exact":
+                            "ns[gateway]-policy[require-jwt-on-api]-rule[0]"}}},
+                        "match_if_key_not_found": false}}]}});
+            }),
+            "metadata is not there to match",
+        ),
+        (
+            "no-token mapper naming the policy in another namespace",
+            Box::new(|o| {
+                *expression_mut(o, NO_TOKEN) = json!(
+                    "response.code_details == 'rbac_access_denied_matched_policy[ns[istio-system]-policy[require-jwt-on-api]-rule[0]]'"
+                );
+            }),
+            "no DENY rule",
+        ),
+        (
+            "no-token mapper on rbac's `none` (no ALLOW rule matched: a token for another service)",
+            Box::new(|o| {
+                *expression_mut(o, NO_TOKEN) =
+                    json!("response.code_details == 'rbac_access_denied_matched_policy[none]'");
+            }),
+            "could match replies that are not",
+        ),
+        (
+            "the DENY policy deployed in another namespace than the mapper names",
+            Box::new(|o| {
+                for p in o.iter_mut().filter(|p| p["kind"] == "AuthorizationPolicy") {
+                    p["metadata"]["namespace"] = json!("edge");
+                }
+            }),
+            "mappers for the no-token DENY rule ns[edge]",
+        ),
+        (
+            "another DENY rule (not about credentials) answered 401",
+            Box::new(|o| {
+                let policy = o
+                    .iter_mut()
+                    .find(|p| p["metadata"]["name"] == "require-jwt-on-api")
+                    .unwrap();
+                policy["spec"]["rules"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"to": [{"operation": {"paths": ["/internal/*"]}}]}));
+                *expression_mut(o, NO_TOKEN) = json!(
+                    "response.code_details == 'rbac_access_denied_matched_policy[ns[gateway]-policy[require-jwt-on-api]-rule[1]]'"
+                );
+            }),
+            "other conditions than a missing token",
+        ),
+        (
+            "no-token mapper after the rbac-denied one",
+            Box::new(|o| {
+                let from = position(o, NO_TOKEN);
+                let m = mappers_mut(o).remove(from);
+                let to = position(o, RBAC_DENIED) + 1;
+                mappers_mut(o).insert(to, m);
+            }),
+            "comes after",
+        ),
+        (
+            "no-token mapper dropped",
+            Box::new(|o| {
+                let at = position(o, NO_TOKEN);
+                mappers_mut(o).remove(at);
+            }),
+            "0 mappers for the no-token DENY rule",
+        ),
+        (
+            "challenge appended beside jwt_authn's (the default append action)",
+            Box::new(|o| {
+                mapper_mut(o, EXPIRED)["headers_to_add"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("append_action");
+            }),
+            "append_action",
+        ),
+        (
+            "a realm that is not jwt-authz's",
+            Box::new(|o| {
+                mapper_mut(o, CATCH_ALL)["headers_to_add"][0]["header"]["value"] =
+                    json!(r#"Bearer realm="exchange", error="invalid_token""#);
+            }),
+            "realm",
+        ),
+        (
+            "jwt_authn's 403 (audience) kept as 403",
+            Box::new(|o| {
+                mapper_mut(o, "Audiences_in_Jwt")
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("status_code");
+            }),
+            "status_code",
+        ),
+        (
+            "a CEL expression that also matches jwt-authz's replies",
+            Box::new(|o| {
+                *expression_mut(o, CATCH_ALL) =
+                    json!("response.code_details.startsWith('jwt_auth')");
+            }),
+            "could match replies that are not jwt_authn's",
+        ),
+        (
+            "a CEL expression on the status",
+            Box::new(|o| {
+                *expression_mut(o, EXPIRED) = json!("response.code == 401");
+            }),
+            "could match replies that are not jwt_authn's",
+        ),
+        (
+            "catch-all before a specific jwt_authn mapper",
+            Box::new(|o| {
+                let from = position(o, CATCH_ALL);
+                let m = mappers_mut(o).remove(from);
+                mappers_mut(o).insert(0, m);
+            }),
+            "unreachable",
+        ),
+        (
+            "jwt_authn catch-all dropped",
+            Box::new(|o| {
+                let at = position(o, CATCH_ALL);
+                mappers_mut(o).remove(at);
+            }),
+            "0 jwt_authn catch-all",
+        ),
+        (
+            "jwt_authn rejection answered access_denied",
+            Box::new(|o| {
+                mapper_mut(o, EXPIRED)["body_format_override"]["text_format_source"]
+                    ["inline_string"] = json!(
+                    r#"{"error":"access_denied","message":"access to this resource is denied"}"#
+                );
+            }),
+            "this kind answers `invalid_token`",
+        ),
+        (
+            "a 503 mapper on the status alone (would rewrite every local 503, the filters' too)",
+            Box::new(|o| {
+                let m = mapper_mut(o, "svcgw_local_reply_503");
+                m["filter"] = m["filter"]["and_filter"]["filters"][0].clone();
+            }),
+            "only for 429",
+        ),
+        (
+            "rbac mapper that keeps 403 but adds a challenge",
+            Box::new(|o| {
+                mapper_mut(o, RBAC_DENIED)["headers_to_add"] =
+                    json!([{"header": {"key": "www-authenticate", "value": "Bearer"}}]);
+            }),
+            "keeps Envoy's status and headers",
+        ),
+    ];
+    for (what, mutate, expect) in cases {
+        let mut objs = base.clone();
+        mutate(&mut objs);
+        let f = local_reply::check(&objs).unwrap();
+        assert!(
+            f.iter().any(|m| m.contains(expect)),
+            "{what}: {expect} not in {f:#?}"
+        );
+    }
 }
 
 /// The tagger README's Envoy side, verified there on Envoy 1.39.3: the manifests carry the

@@ -1244,6 +1244,53 @@ mod tests {
         );
     }
 
+    /// The HCM's no-token mapper (401 instead of rbac's 403) matches rbac's
+    /// `enforced_effective_policy_id`: the id must be the one the local DENY filter records,
+    /// which is istiod's name for the rule in the namespace kustomize deploys it in.
+    #[test]
+    fn the_no_token_mapper_names_the_rule_the_local_deny_filter_enforces() {
+        use manifest_check::local_reply::{self, Kind};
+        let objects = manifests();
+        let (gateway, _) = envoyfilter::simulate(&objects, Baseline::FULL).unwrap();
+        let ids: Vec<String> = gateway.hcm["typed_config"]["local_reply_config"]["mappers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match local_reply::classify(m) {
+                Ok(Kind::RbacNoToken(id)) => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["ns[gateway]-policy[require-jwt-on-api]-rule[0]"]);
+        let filters = rbac_filters(&objects).unwrap();
+        let deny = &filters[0]["typed_config"]["rules"];
+        assert_eq!(deny["action"], "DENY");
+        let policies = deny["policies"].as_object().unwrap();
+        assert_eq!(policies.keys().collect::<Vec<_>>(), [&ids[0]]);
+        // The rule is "no verified principal" (NOT iss AND sub) on /api/*, nothing else.
+        let rule = &policies[&ids[0]];
+        assert!(rule["principals"][0]["and_ids"]["ids"][0]["not_id"].is_object());
+        assert_eq!(
+            rule["principals"][0]["and_ids"]["ids"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Another namespace gives another id, which the mapper would not match.
+        let mut moved = objects.clone();
+        for policy in moved
+            .iter_mut()
+            .filter(|o| o["kind"] == "AuthorizationPolicy")
+        {
+            policy["metadata"]["namespace"] = json!("edge");
+        }
+        let moved = rbac_filters(&moved).unwrap();
+        assert!(moved[0]["typed_config"]["rules"]["policies"]
+            .get(&ids[0])
+            .is_none());
+    }
+
     #[test]
     fn an_authorization_policy_field_without_translation_is_an_error() {
         let policy = |spec: Value| {
