@@ -73,6 +73,17 @@ pub fn gateway_pod_labels() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether a selector's labels (an EnvoyFilter's `workloadSelector.labels`, a policy's
+/// `selector.matchLabels`) pick the gateway pods. No selector selects every pod in scope.
+pub fn selects_gateway_pods(selector_labels: &Value) -> bool {
+    let labels = gateway_pod_labels();
+    selector_labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+}
+
 /// What istiod generates for the gateway, reduced to what our patches touch.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -303,18 +314,13 @@ pub fn proto_merge(dst: &mut Value, src: &Value) {
 
 /// The EnvoyFilters that select the gateway pods, in Istio's application order.
 pub fn applicable(objs: &[Value]) -> Result<Vec<Value>> {
-    let labels = gateway_pod_labels();
     let mut efs: Vec<Value> = objs
         .iter()
         .filter(|o| o["kind"] == "EnvoyFilter")
         .filter(|o| {
             let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
-            let sel = o["spec"]["workloadSelector"]["labels"].as_object();
-            let selects = sel.is_none_or(|m| {
-                m.iter()
-                    .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-            });
-            (ns == ROOT_NAMESPACE || ns == "gateway") && selects
+            (ns == ROOT_NAMESPACE || ns == "gateway")
+                && selects_gateway_pods(&o["spec"]["workloadSelector"]["labels"])
         })
         .cloned()
         .collect();

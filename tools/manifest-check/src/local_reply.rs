@@ -100,19 +100,13 @@ pub fn jwt_authz_realm(objs: &[Value]) -> Result<String> {
 /// each with whether its only condition is "no request principal" (`from` sources that are
 /// all exactly `notRequestPrincipals: ["*"]`, no `when`).
 pub fn deny_rules(objs: &[Value]) -> Result<BTreeMap<String, bool>> {
-    let labels = envoyfilter::gateway_pod_labels();
     let mut out = BTreeMap::new();
     for policy in objs.iter().filter(|o| o["kind"] == "AuthorizationPolicy") {
         let spec = &policy["spec"];
         if spec["action"] != "DENY" {
             continue;
         }
-        let selects_gateway = spec["selector"]["matchLabels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
-        if !selects_gateway {
+        if !envoyfilter::selects_gateway_pods(&spec["selector"]["matchLabels"]) {
             continue;
         }
         let name = policy["metadata"]["name"].as_str().unwrap_or("?");

@@ -684,7 +684,6 @@ fn outlier_detection(outlier: &Value) -> Result<Value> {
 /// rules matches), each rule a policy named `ns[<ns>]-policy[<name>]-rule[<i>]`. None at all:
 /// no rbac filter, as istiod does.
 fn rbac_filters(objects: &[Value]) -> Result<Vec<Value>> {
-    let labels = envoyfilter::gateway_pod_labels();
     let mut deny = Map::new();
     let mut allow = Map::new();
     for policy in objects
@@ -701,12 +700,7 @@ fn rbac_filters(objects: &[Value]) -> Result<Vec<Value>> {
         unknown_key(&spec["selector"], &["matchLabels"]).map_err(context)?;
         // A policy for other workloads is not the gateway's business. Without a selector it
         // covers its namespace (ours) or, in the root namespace, the mesh.
-        let selects_gateway = spec["selector"]["matchLabels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .all(|(key, value)| labels.get(key).map(String::as_str) == value.as_str());
-        if !selects_gateway {
+        if !envoyfilter::selects_gateway_pods(&spec["selector"]["matchLabels"]) {
             continue;
         }
         let target = match spec["action"].as_str().unwrap_or("ALLOW") {
