@@ -1,9 +1,15 @@
 //! A small blocking HTTP/1.1 client for loopback.
 //!
-//! Each request opens a connection, sends `Connection: close` and reads to end of stream,
-//! so the response is exactly what came off the wire: header names as sent (lower-cased
-//! for lookup), duplicates kept, values not merged. Tests of response hardening need that
-//! view; a full client library would normalise it away.
+//! Each request opens a connection, sends `Connection: close` and reads one response, so
+//! the response is exactly what came off the wire: header names as sent (lower-cased for
+//! lookup), duplicates kept, values not merged. Tests of response hardening need that view;
+//! a full client library would normalise it away.
+//!
+//! A response is read until its framing (`content-length`, chunked, or a status without a
+//! body) says it is complete, and to end of stream only when it has no framing. Waiting for
+//! end of stream after every response cost a second per local reply: Envoy closes such a
+//! connection only after its `delayed_close_timeout` (1 s), waiting for the client to close
+//! first.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -79,9 +85,42 @@ fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Result
     head.push_str("connection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
 
+    let head_request = method.eq_ignore_ascii_case("HEAD");
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw, method.eq_ignore_ascii_case("HEAD"))
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        raw.extend_from_slice(buffer.get(..read).unwrap_or_default());
+        if is_complete(&raw, head_request) {
+            break;
+        }
+    }
+    parse_response(&raw, head_request)
+}
+
+/// Whether `raw` holds a whole response by its own framing. A response without framing
+/// (no length, not chunked) ends only with the connection: never complete here.
+fn is_complete(raw: &[u8], head_request: bool) -> bool {
+    if find(raw, b"\r\n\r\n").is_none() {
+        return false;
+    }
+    // `parse_response` fails on a short content-length body or a truncated chunked one.
+    let Ok(response) = parse_response(raw, head_request) else {
+        return false;
+    };
+    has_no_body(&response, head_request)
+        || response.header("content-length").is_some()
+        || response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.contains("chunked"))
+}
+
+fn has_no_body(response: &Response, head_request: bool) -> bool {
+    let status = response.status;
+    head_request || status == 204 || status == 304 || (100..200).contains(&status)
 }
 
 fn parse_response(raw: &[u8], head_request: bool) -> Result<Response> {
@@ -110,8 +149,7 @@ fn parse_response(raw: &[u8], head_request: bool) -> Result<Response> {
         headers,
         body: Vec::new(),
     };
-    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
-    response.body = if no_body {
+    response.body = if has_no_body(&response, head_request) {
         Vec::new()
     } else if response
         .header("transfer-encoding")
@@ -187,5 +225,26 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n", false).is_err());
         assert!(parse_response(b"garbage\r\n\r\n", false).is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nab", false).is_err());
+    }
+
+    #[test]
+    fn a_response_is_complete_when_its_framing_says_so() {
+        let framed = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(is_complete(framed, false));
+        assert!(!is_complete(&framed[..framed.len() - 1], false));
+        assert!(!is_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n",
+            false
+        ));
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        assert!(is_complete(chunked, false));
+        assert!(!is_complete(&chunked[..chunked.len() - 5], false));
+        // No framing: only the end of the stream ends it.
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nbody", false));
+        assert!(is_complete(b"HTTP/1.1 204 No Content\r\n\r\n", false));
+        assert!(is_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            true
+        ));
     }
 }
