@@ -488,6 +488,189 @@ fn every_rejection_class_on_the_wire() {
     assert_eq!(gateway.stat("jwt_authz_denied_alg_none_total"), 1);
 }
 
+type TradeClaims = JWTClaims<Map<String, Value>>;
+
+/// A trade token signed with the known EC key, its claims edited first.
+fn signed(edit: impl FnOnce(&mut TradeClaims)) -> String {
+    let mut claims = claims("trade", "trade:read");
+    edit(&mut claims);
+    keys().ec.sign(claims).unwrap()
+}
+
+/// The issue's attack list as a client sends it, through Envoy's HTTP/1 codec to the
+/// shipped module: every token attack is a 401 invalid_token counted under its reason, and
+/// nothing reaches the upstream.
+#[test]
+fn the_attack_list_on_the_wire() {
+    let gateway = Gateway::start();
+    let good = trade_token(&keys().ec);
+    let payload = b64(serde_json::to_string(&claims("trade", "trade:read"))
+        .unwrap()
+        .as_bytes());
+    let craft = |header: Value| {
+        format!(
+            "{}.{payload}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(&[7u8; 64])
+        )
+    };
+    let rsa_public_pem = keys().rsa.public_key().to_pem().unwrap();
+    let attacker_jwk = ec_jwk(&ES256KeyPair::generate().with_key_id("evil"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let tokens: Vec<(String, &str)> = vec![
+        (craft(json!({"alg": "None", "typ": "JWT"})), "alg_none"),
+        (craft(json!({"alg": "NONE"})), "alg_none"),
+        (
+            HS256Key::from_bytes(rsa_public_pem.as_bytes())
+                .with_key_id("rsa-1")
+                .authenticate(claims("trade", "trade:read"))
+                .unwrap(),
+            "alg_not_allowed",
+        ),
+        (
+            ES384KeyPair::generate()
+                .with_key_id("ec-1")
+                .sign(claims("trade", "trade:read"))
+                .unwrap(),
+            "alg_not_allowed",
+        ),
+        (
+            craft(json!({"alg": "ES256", "kid": "evil", "jwk": attacker_jwk})),
+            "embedded_key",
+        ),
+        (
+            craft(
+                json!({"alg": "ES256", "kid": "evil", "jku": format!("http://127.0.0.1:{}/jwks.json", gateway.jwks.port)}),
+            ),
+            "embedded_key",
+        ),
+        (
+            craft(json!({"alg": "RS256", "kid": "evil", "x5u": "https://attacker.example/c.pem"})),
+            "embedded_key",
+        ),
+        (
+            craft(json!({"alg": "RS256", "kid": "evil", "x5c": ["MIIBszCCAVmgAwIBAgIU"]})),
+            "embedded_key",
+        ),
+        (
+            craft(json!({"alg": "ES256", "kid": "ec-1", "crit": ["exp"]})),
+            "critical_header",
+        ),
+        (
+            signed(|c: &mut TradeClaims| {
+                c.invalid_before = Some(UnixTimeStamp::from_secs(now() + 600))
+            }),
+            "not_yet_valid",
+        ),
+        (
+            signed(|c: &mut TradeClaims| c.expires_at = None),
+            "missing_exp",
+        ),
+        (
+            signed(|c: &mut TradeClaims| c.issuer = Some(format!("{ISSUER}/"))),
+            "unknown_issuer",
+        ),
+        (
+            signed(|c: &mut TradeClaims| {
+                c.audiences = Some(Audiences::AsString("wallet".to_owned()))
+            }),
+            "audience_mismatch",
+        ),
+        (
+            signed(|c: &mut TradeClaims| c.audiences = None),
+            "audience_mismatch",
+        ),
+        (
+            signed(|c: &mut TradeClaims| {
+                c.audiences = Some(Audiences::AsSet(
+                    ["wallet".to_owned(), "risk".to_owned()].into(),
+                ))
+            }),
+            "audience_mismatch",
+        ),
+        (format!("{}.{}", parts[0], parts[1]), "malformed_token"),
+        (
+            format!("{}.{}.{}", b64(b"{not json"), parts[1], parts[2]),
+            "malformed_token",
+        ),
+        (
+            format!("{}.a.b.c.d", b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)),
+            "jwe",
+        ),
+        (
+            signed(|c: &mut TradeClaims| {
+                c.custom
+                    .insert("padding".to_owned(), json!("x".repeat(9000)));
+            }),
+            "token_too_large",
+        ),
+    ];
+    for (token, reason) in &tokens {
+        let before = gateway.stat(&format!("jwt_authz_denied_{reason}_total"));
+        assert_denied(
+            &gateway.get_with_token(TRADE, token),
+            401,
+            "invalid_token",
+            Some(INVALID_TOKEN),
+        );
+        assert_eq!(
+            gateway.stat(&format!("jwt_authz_denied_{reason}_total")),
+            before + 1,
+            "{reason}: {token}"
+        );
+    }
+    // Embedded key locations are never fetched: the JWKS server saw only the start-up fetch.
+    assert_eq!(gateway.jwks.served(), 1);
+
+    let invalid_request = r#"Bearer realm="exchange", error="invalid_request""#;
+    // Two Authorization headers. Envoy joins repeated inline headers into one value
+    // ("Bearer a,Bearer b"), which is no b64token: still 400 invalid_request.
+    let bearer = format!("Bearer {good}");
+    let response = gateway.request(
+        "GET",
+        TRADE,
+        &[("authorization", &bearer), ("authorization", &bearer)],
+    );
+    assert_denied(&response, 400, "invalid_request", Some(invalid_request));
+    // Inner whitespace is refused; the scheme's letter case is not significant.
+    for value in [format!("Bearer  {good}"), format!("Bearer\t{good}")] {
+        let response = gateway.request("GET", TRADE, &[("authorization", &value)]);
+        assert_denied(&response, 400, "invalid_request", Some(invalid_request));
+    }
+    for value in [format!("bearer {good}"), format!("BEARER {good}")] {
+        let response = gateway.request("GET", TRADE, &[("authorization", &value)]);
+        assert_eq!(response.status, 200, "{value}: {}", response.body_text());
+    }
+    // Leading and trailing whitespace is not part of a field value (RFC 9110 §5.5): Envoy's
+    // codec drops it before any filter runs, so the same token passes.
+    let response = gateway.request(
+        "GET",
+        TRADE,
+        &[("authorization", &format!("Bearer {good} \t"))],
+    );
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    // Path spellings that would read differently after normalization, including one that
+    // climbs out of the anonymous prefix: refused, never matched.
+    for path in [
+        "/api/v1/trade%5Corders",
+        "/api/v1/./trade/orders",
+        "/api/v1/wallet/../trade/orders",
+        "/api//v1/trade/orders",
+        "/healthz/../api/v1/wallet/balances",
+        "/healthz/%2E%2E/api/v1/wallet/balances",
+    ] {
+        let response = gateway.request("GET", path, &[("authorization", &bearer)]);
+        assert_denied(&response, 400, "invalid_request", None);
+    }
+    assert_eq!(gateway.stat("jwt_authz_denied_invalid_path_total"), 6);
+    // Only the three accepted requests reached the upstream, each with its verified identity.
+    let received = gateway.upstream.received();
+    assert_eq!(received.len(), 3);
+    assert!(received.iter().all(
+        |request| request.path == TRADE && request.header("x-auth-subject") == Some("user-42")
+    ));
+}
+
 #[test]
 fn a_rotated_key_is_accepted_at_once_without_a_restart() {
     let gateway = Gateway::start();

@@ -774,35 +774,78 @@ fn malformed_tokens_are_invalid_tokens() {
     let Gateway { mut host, .. } = gateway();
     let good = keys().ec.sign(trade_claims(&host)).unwrap();
     let parts: Vec<&str> = good.split('.').collect();
-    let cases = [
-        parts[..2].join("."),
-        format!("{good}.extra"),
-        format!("{}.{}.{}", parts[0], "e30=", parts[2]), // padding is not base64url
-        format!("{}.{}.{}", parts[0], "e30*", parts[2]),
-        format!("{}.{}.{}", parts[0], b64(b"{not json"), parts[2]),
-        format!("{}.{}.{}", parts[0], b64(b"[1,2]"), parts[2]),
+    let (header, payload, signature) = (parts[0], parts[1], parts[2]);
+    // Each a well-formed `Authorization: Bearer <b64token>`, so the token itself is judged:
+    // 401 invalid_token, each counted under its own reason.
+    let invalid_tokens = [
+        (format!("{header}.{payload}"), "malformed_token"),
+        (format!("{good}.extra"), "malformed_token"),
+        (format!("{header}.{payload}."), "malformed_token"),
+        // Standard-alphabet base64 (`+`, `/`) and an impossible length are not base64url.
+        (
+            format!("{}+/.{payload}.{signature}", &header[..header.len() - 2]),
+            "malformed_token",
+        ),
+        (
+            format!("{header}A.{payload}.{signature}"),
+            "malformed_token",
+        ),
+        (
+            format!("{header}.{payload}A.{signature}"),
+            "malformed_token",
+        ),
+        // Bad JSON, or JSON that is not an object, in the header and in the payload.
+        (
+            format!("{}.{payload}.{signature}", b64(b"{\"alg\":\"ES256\"")),
+            "malformed_token",
+        ),
+        (
+            format!("{}.{payload}.{signature}", b64(b"[\"ES256\"]")),
+            "malformed_token",
+        ),
+        (
+            format!("{header}.{}.{signature}", b64(b"{not json")),
+            "malformed_token",
+        ),
+        (
+            format!("{header}.{}.{signature}", b64(b"[1,2]")),
+            "malformed_token",
+        ),
         // JWE compact serialization: five segments.
-        format!(
-            "{}.{}.{}.{}.{}",
-            b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#),
-            "a",
-            "b",
-            "c",
-            "d"
+        (
+            format!("{}.a.b.c.d", b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)),
+            "jwe",
         ),
     ];
-    for token in &cases {
+    for (token, reason) in &invalid_tokens {
+        let before = host
+            .counter(&format!("jwt_authz_denied_{reason}_total"))
+            .unwrap_or(0);
         let answer = get_with_token(&mut host, TRADE, token);
-        assert_eq!(answer.action, Action::Pause, "{token}");
-        let reply = host.local_reply(answer.stream).unwrap();
-        assert!(
-            matches!(reply.status, 400 | 401),
-            "{token}: {}",
-            reply.status
+        assert_denied(&host, &answer, 401, "invalid_token", Some(INVALID_TOKEN));
+        assert_eq!(denied_total(&host, reason), before + 1, "{token}: {reason}");
+    }
+    // Bytes no `b64token` may hold (`=` inside, `*`): the credentials themselves are
+    // malformed, 400 invalid_request (RFC 6750 §3.1).
+    for token in [
+        format!("{header}.e30=.{signature}"),
+        format!("{header}.e30*.{signature}"),
+    ] {
+        let answer = get_with_token(&mut host, TRADE, &token);
+        assert_denied(
+            &host,
+            &answer,
+            400,
+            "invalid_request",
+            Some(INVALID_REQUEST),
         );
     }
-    assert!(denied_total(&host, "malformed_token") >= 4);
-    assert_eq!(denied_total(&host, "jwe"), 1);
+    assert_eq!(denied_total(&host, "malformed_authorization"), 2);
+    assert_eq!(
+        denied_total(&host, "bad_signature"),
+        0,
+        "no case reached crypto"
+    );
 }
 
 #[test]
@@ -955,6 +998,49 @@ fn claim_values_with_control_bytes_never_reach_a_header() {
     let answer = get_with_token(&mut host, TRADE, &token);
     assert_invalid_token(&host, &answer, "unsafe_identity_claim");
 
+    // Scope tokens with control bytes, in both claim forms, are not RFC 6749 scope tokens:
+    // they are left out of `x-auth-scopes` (and can satisfy no rule); the rest pass exactly.
+    for extra in [
+        json!({"scope": "trade:read evil\r\nx-auth-subject:admin"}),
+        json!({"scp": ["trade:read", "evil\nx-auth-subject: admin", "nul\u{0}"]}),
+    ] {
+        let token = keys().ec.sign(claims(&host, extra.clone())).unwrap();
+        let answer = get_with_token(&mut host, TRADE, &token);
+        assert_eq!(answer.action, Action::Continue, "{extra}");
+        assert_eq!(
+            host.request_header(answer.stream, "x-auth-scopes")
+                .as_deref(),
+            Some("trade:read"),
+            "{extra}"
+        );
+        assert_eq!(
+            host.request_header(answer.stream, "x-auth-subject")
+                .as_deref(),
+            Some("user-42")
+        );
+        for (name, value) in host.request_headers_of(answer.stream) {
+            assert!(
+                !value.contains('\n') && !value.contains('\r') && !value.contains('\0'),
+                "{name}: {value:?}"
+            );
+        }
+    }
+    // A control byte inside the only required scope: nothing to match, 403, nothing written.
+    let token = keys()
+        .ec
+        .sign(claims(&host, json!({"scope": "trade:read\r\n"})))
+        .unwrap();
+    let answer = get_with_token(&mut host, TRADE, &token);
+    assert_denied(
+        &host,
+        &answer,
+        403,
+        "insufficient_scope",
+        Some(
+            r#"Bearer realm="exchange", error="insufficient_scope", scope="trade:read trade:write""#,
+        ),
+    );
+
     // Non-UTF-8 bytes in request headers are denied, never a trap.
     let stream = host.new_stream();
     let action = host
@@ -1032,6 +1118,54 @@ fn spoofed_identity_headers_are_stripped_on_anonymous_routes() {
         flushed(&mut host, "jwt_authz_allowed_anonymous_total"),
         Some(1)
     );
+}
+
+/// The filter cannot do its part (read the request, remove a client's identity header, write
+/// the verified identity): the request is denied, never forwarded half-checked.
+#[test]
+fn a_failed_host_call_denies_instead_of_passing() {
+    const BAD_ARGUMENT: u32 = 2;
+    let unavailable = r#"Bearer realm="svc-gateway", error="invalid_token""#;
+    let token = {
+        let Gateway { host, .. } = gateway();
+        keys().ec.sign(trade_claims(&host)).unwrap()
+    };
+    let bearer = format!("Bearer {token}");
+    /// The host call that fails, the path, the request headers.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 3] = [
+        (
+            "proxy_get_header_map_pairs",
+            TRADE,
+            vec![("authorization", &bearer)],
+        ),
+        // A spoofed identity header that cannot be removed, even on an anonymous route.
+        (
+            "proxy_remove_header_map_value",
+            "/healthz",
+            vec![("x-auth-subject", "admin")],
+        ),
+        // A valid token whose identity cannot be written.
+        (
+            "proxy_add_header_map_value",
+            TRADE,
+            vec![("authorization", &bearer)],
+        ),
+    ];
+    for (call, path, headers) in cases {
+        let Gateway { mut host, .. } = gateway();
+        host.fail_host_call(call, BAD_ARGUMENT, 1);
+        let answer = send(&mut host, "GET", path, &headers);
+        // The request stops here with a local reply: the upstream never sees the map.
+        assert_eq!(answer.action, Action::Pause, "{call}");
+        let reply = host.local_reply(answer.stream).unwrap();
+        assert_eq!(reply.status, 401, "{call}");
+        assert_eq!(reply.header("www-authenticate"), Some(unavailable));
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"], "invalid_token", "{call}");
+        assert_eq!(denied_total(&host, "verifier_unavailable"), 1, "{call}");
+        assert!(host.failed().is_none(), "{call}");
+    }
 }
 
 // ------------------------------------------------------------------ keys
