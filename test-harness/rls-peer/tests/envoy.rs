@@ -358,6 +358,59 @@ fn a_failing_or_slow_service_lets_traffic_through_and_the_backstop_holds() {
     );
 }
 
+#[test]
+fn a_stopped_service_lets_traffic_through_and_the_backstop_holds() {
+    let Gateway {
+        envoy,
+        upstream: _upstream,
+        peer,
+    } = gateway(&[(
+        "token_bucket: { max_tokens: 2000, tokens_per_fill: 2000, fill_interval: 1s }",
+        "token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: 60s }",
+    )]);
+    let port = envoy.port("edge").unwrap();
+    let ticker = || {
+        client::request(
+            port,
+            "GET",
+            "/api/v1/market/ticker",
+            &[("x-forwarded-for", "203.0.113.7")],
+        )
+        .unwrap()
+    };
+    // Up: asked, and Envoy now holds a gRPC connection to it.
+    assert_eq!(ticker().status, 200);
+    assert_eq!(peer.received().len(), 1);
+    // The service process goes away: its connection closes and new ones are refused.
+    drop(peer);
+    for n in 0..4 {
+        let started = Instant::now();
+        let response = ticker();
+        assert_eq!(
+            response.status,
+            200,
+            "request {n}: {}",
+            response.body_text()
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "request {n}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        envoy
+            .stat("cluster.upstream.ratelimit.failure_mode_allowed")
+            .unwrap(),
+        Some(4)
+    );
+    // The local backstop (five a minute) still caps the client.
+    let limited = ticker();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(json_error(&limited).0, "rate_limited");
+}
+
 /// The service config file the manifests ship is the one the peer loads.
 #[test]
 fn the_shipped_service_config_is_the_peers() {
@@ -479,4 +532,53 @@ fn per_user_limits_are_independent_of_ip_and_per_ip_limits_of_user() {
     let farm = order("erin", "203.0.113.50");
     assert_eq!(farm.status, 429);
     assert_eq!(farm.header("ratelimit"), Some(r#""order-ip";r=0;t=1"#));
+}
+
+/// A token jwt-authz has not verified never names the user: on an anonymous route it is not
+/// looked at and the request is keyed by IP; on an authenticated route it is refused before
+/// the rate-limit service is asked.
+#[test]
+fn an_unverified_token_is_keyed_by_ip_never_by_its_claimed_user() {
+    let gw = gateway_with(&[], Some(&jwt_authz_config()));
+    let genuine = token("mallory");
+    // Same claims, signature from another secret.
+    let (signing_input, _) = genuine
+        .trim_start_matches("Bearer ")
+        .rsplit_once('.')
+        .unwrap();
+    let forged = format!(
+        "Bearer {signing_input}.{}",
+        base64url(&hmac_sha256(&[0x13; 32], signing_input.as_bytes()))
+    );
+    let ticker = gw.send(
+        "GET",
+        "/api/v1/market/ticker",
+        &[
+            ("authorization", forged.as_str()),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    );
+    assert_eq!(ticker.status, 200, "{}", ticker.body_text());
+    let order = gw.send(
+        "POST",
+        "/api/v1/trade/orders",
+        &[
+            ("authorization", forged.as_str()),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    );
+    assert_eq!(order.status, 401);
+    assert_eq!(json_error(&order).0, "invalid_token");
+    assert_eq!(
+        gw.peer.received(),
+        vec![ReceivedRequest {
+            domain: "svc-gateway".into(),
+            descriptors: vec![
+                entries(&[("client_ip", "203.0.113.9")]),
+                entries(&[("class", "public"), ("client_ip", "203.0.113.9")]),
+            ],
+            hits_addend: 0,
+            descriptor_hits_addends: vec![Some(1), Some(1)],
+        }]
+    );
 }
