@@ -296,6 +296,77 @@ fn upstream_responses_are_hardened_whatever_their_status() {
 
 /// A trap in the module would, with FAIL_CLOSED, turn this and every later response into
 /// a 503; odd upstream answers must be hardened like any other.
+/// The configuration layers as a client sees them: a top-level override and removal, a
+/// route that overwrites an upstream value, and a longer route that omits, keeps and
+/// replaces (routes do not stack; prefixes match whole segments).
+#[test]
+fn overrides_removals_and_routes_on_the_wire() {
+    let edge = Edge::start(
+        r#"{
+  "preset": "api",
+  "headers": [{"name": "strict-transport-security", "value": "max-age=63072000; includeSubDomains"}],
+  "remove": ["x-extra-0"],
+  "routes": [
+    {"pathPrefix": "/api/v1/wallet",
+     "headers": [{"name": "cache-control", "value": "no-store", "mode": "overwrite"}]},
+    {"pathPrefix": "/api/v1/wallet/deposit-widget/", "omit": ["x-frame-options"],
+     "keep": ["x-powered-by"],
+     "headers": [{"name": "content-security-policy",
+                  "value": "default-src 'none'; frame-ancestors https://app.example.com"}]}
+  ]
+}"#,
+    );
+    let upstream_sends = [
+        ("x-mock-cache-control", "max-age=60"),
+        ("x-mock-extra-headers", "2"),
+    ];
+    let get = |path: &str| {
+        let response = edge.get(path, &upstream_sends);
+        assert_eq!(response.status, 200, "{path}");
+        response
+    };
+    let values = |response: &Response, name: &str| -> Vec<String> {
+        response.headers_named(name).map(str::to_owned).collect()
+    };
+    for path in [
+        "/api/v1/trade/orders",
+        "/api/v1/wallet/balances",
+        "/api/v1/wallet/deposit-widget/frame",
+        "/api/v1/wallets/x",
+    ] {
+        let response = get(path);
+        assert_eq!(
+            values(&response, "strict-transport-security"),
+            ["max-age=63072000; includeSubDomains"],
+            "{path}"
+        );
+        assert_eq!(response.header("x-extra-0"), None, "{path}: removed");
+        assert!(response.header("x-extra-1").is_some(), "{path}: untouched");
+        assert_eq!(response.header("server"), None, "{path}");
+    }
+    // Top level: the upstream's own cache policy is kept (ifAbsent).
+    let trade = get("/api/v1/trade/orders");
+    assert_eq!(values(&trade, "cache-control"), ["max-age=60"]);
+    assert_eq!(values(&trade, "x-frame-options"), ["DENY"]);
+    assert_eq!(trade.header("x-powered-by"), None);
+    // The wallet route overwrites it: one value, ours.
+    let wallet = get("/api/v1/wallet/balances");
+    assert_eq!(values(&wallet, "cache-control"), ["no-store"]);
+    // The longer route wins alone: no wallet overwrite, its own CSP, no frame options, the
+    // kept preset removal.
+    let widget = get("/api/v1/wallet/deposit-widget/frame");
+    assert_eq!(values(&widget, "cache-control"), ["max-age=60"]);
+    assert_eq!(widget.header("x-frame-options"), None);
+    assert_eq!(
+        values(&widget, "content-security-policy"),
+        ["default-src 'none'; frame-ancestors https://app.example.com"]
+    );
+    assert_eq!(widget.header("x-powered-by"), Some("PHP/8"));
+    // `/api/v1/wallets` is not below `/api/v1/wallet`.
+    let wallets = get("/api/v1/wallets/x");
+    assert_eq!(values(&wallets, "cache-control"), ["max-age=60"]);
+}
+
 #[test]
 fn odd_upstream_responses_do_not_trap_the_vm() {
     let edge = Edge::start(r#"{"preset":"api"}"#);
@@ -441,7 +512,7 @@ fn a_bad_config_update_is_rejected_and_the_previous_config_keeps_serving() {
     const FIRST: &str = r#"{"preset":"api"}"#;
     const SECOND: &str =
         r#"{"preset":"api","headers":[{"name":"x-frame-options","value":"SAMEORIGIN"}]}"#;
-    let bad: [(&str, &str, &str); 3] = [
+    let bad: [(&str, &str, &str); 6] = [
         (
             "bad JSON",
             r#"{"preset":"api","headers":["#,
@@ -456,6 +527,21 @@ fn a_bad_config_update_is_rejected_and_the_previous_config_keeps_serving() {
             "CR/LF in a value",
             r#"{"preset":"api","headers":[{"name":"x-frame-options","value":"DENY\r\nx-injected: 1"}]}"#,
             "headers[0].value",
+        ),
+        (
+            "invalid header name",
+            r#"{"preset":"api","headers":[{"name":"x frame","value":"DENY"}]}"#,
+            "headers[0].name: header name has a character not allowed",
+        ),
+        (
+            "NUL in a value",
+            r#"{"preset":"api","headers":[{"name":"x-frame-options","value":"DE\u0000NY"}]}"#,
+            "headers[0].value: header value has a control byte 0x00",
+        ),
+        (
+            "non-ASCII value",
+            r#"{"preset":"api","headers":[{"name":"x-frame-options","value":"D\u00c9NY"}]}"#,
+            "headers[0].value: header value has a non-ASCII byte",
         ),
     ];
 
