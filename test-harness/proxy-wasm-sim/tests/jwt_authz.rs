@@ -323,6 +323,8 @@ fn assert_denied(host: &Host, answer: &Answer, status: u32, error: &str, challen
 }
 
 const INVALID_TOKEN: &str = r#"Bearer realm="exchange", error="invalid_token""#;
+const TRADE_INSUFFICIENT_SCOPE: &str =
+    r#"Bearer realm="exchange", error="insufficient_scope", scope="trade:read trade:write""#;
 const INVALID_REQUEST: &str = r#"Bearer realm="exchange", error="invalid_request""#;
 
 fn assert_invalid_token(host: &Host, answer: &Answer, reason: &str) {
@@ -719,9 +721,7 @@ fn missing_scopes_get_403_insufficient_scope_in_both_claim_forms() {
                 &answer,
                 403,
                 "insufficient_scope",
-                Some(
-                    r#"Bearer realm="exchange", error="insufficient_scope", scope="trade:read trade:write""#,
-                ),
+                Some(TRADE_INSUFFICIENT_SCOPE),
             );
         }
     }
@@ -1036,9 +1036,7 @@ fn claim_values_with_control_bytes_never_reach_a_header() {
         &answer,
         403,
         "insufficient_scope",
-        Some(
-            r#"Bearer realm="exchange", error="insufficient_scope", scope="trade:read trade:write""#,
-        ),
+        Some(TRADE_INSUFFICIENT_SCOPE),
     );
 
     // Non-UTF-8 bytes in request headers are denied, never a trap.
