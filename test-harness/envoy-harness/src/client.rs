@@ -102,25 +102,40 @@ fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Result
 }
 
 /// Whether `raw` holds a whole response by its own framing. A response without framing
-/// (no length, not chunked) ends only with the connection: never complete here.
+/// ends only with the connection: never complete here.
 fn is_complete(raw: &[u8], head_request: bool) -> bool {
-    if find(raw, b"\r\n\r\n").is_none() {
-        return false;
-    }
-    // `parse_response` fails on a short content-length body or a truncated chunked one.
-    let Ok(response) = parse_response(raw, head_request) else {
-        return false;
-    };
-    has_no_body(&response, head_request)
-        || response.header("content-length").is_some()
-        || response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.contains("chunked"))
+    // `parse_response` fails on an unfinished head, a short content-length body or a
+    // truncated chunked one.
+    parse_response(raw, head_request).is_ok_and(|response| {
+        !matches!(
+            body_framing(&response, head_request),
+            BodyFraming::UntilClose
+        )
+    })
 }
 
-fn has_no_body(response: &Response, head_request: bool) -> bool {
+/// How the end of a response body is known (RFC 9112 §6.3).
+enum BodyFraming<'a> {
+    None,
+    Chunked,
+    Length(&'a str),
+    UntilClose,
+}
+
+fn body_framing(response: &Response, head_request: bool) -> BodyFraming<'_> {
     let status = response.status;
-    head_request || status == 204 || status == 304 || (100..200).contains(&status)
+    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+        BodyFraming::None
+    } else if response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.contains("chunked"))
+    {
+        BodyFraming::Chunked
+    } else if let Some(length) = response.header("content-length") {
+        BodyFraming::Length(length)
+    } else {
+        BodyFraming::UntilClose
+    }
 }
 
 fn parse_response(raw: &[u8], head_request: bool) -> Result<Response> {
@@ -149,22 +164,18 @@ fn parse_response(raw: &[u8], head_request: bool) -> Result<Response> {
         headers,
         body: Vec::new(),
     };
-    response.body = if has_no_body(&response, head_request) {
-        Vec::new()
-    } else if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.contains("chunked"))
-    {
-        decode_chunked(rest)?
-    } else if let Some(length) = response.header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| Error::new(format!("bad content-length {length:?}")))?;
-        rest.get(..length)
-            .ok_or_else(|| Error::new(format!("body shorter than content-length {length}")))?
-            .to_vec()
-    } else {
-        rest.to_vec()
+    response.body = match body_framing(&response, head_request) {
+        BodyFraming::None => Vec::new(),
+        BodyFraming::Chunked => decode_chunked(rest)?,
+        BodyFraming::Length(length) => {
+            let length: usize = length
+                .parse()
+                .map_err(|_| Error::new(format!("bad content-length {length:?}")))?;
+            rest.get(..length)
+                .ok_or_else(|| Error::new(format!("body shorter than content-length {length}")))?
+                .to_vec()
+        }
+        BodyFraming::UntilClose => rest.to_vec(),
     };
     Ok(response)
 }

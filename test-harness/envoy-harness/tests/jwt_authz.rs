@@ -333,6 +333,7 @@ fn assert_denied(response: &Response, status: u16, error: &str, challenge: Optio
 }
 
 const INVALID_TOKEN: &str = r#"Bearer realm="exchange", error="invalid_token""#;
+const INVALID_REQUEST: &str = r#"Bearer realm="exchange", error="invalid_request""#;
 
 // ------------------------------------------------------------------ tests
 
@@ -462,12 +463,7 @@ fn every_rejection_class_on_the_wire() {
         &format!("{TRADE}?access_token={good}"),
         &[("authorization", &format!("Bearer {good}"))],
     );
-    assert_denied(
-        &response,
-        400,
-        "invalid_request",
-        Some(r#"Bearer realm="exchange", error="invalid_request""#),
-    );
+    assert_denied(&response, 400, "invalid_request", Some(INVALID_REQUEST));
     // 400 for a non-canonical path, 403 for a path no rule covers.
     let bearer = format!("Bearer {good}");
     let response = gateway.request(
@@ -557,31 +553,21 @@ fn the_attack_list_on_the_wire() {
             "critical_header",
         ),
         (
-            signed(|c: &mut TradeClaims| {
-                c.invalid_before = Some(UnixTimeStamp::from_secs(now() + 600))
-            }),
+            signed(|c| c.invalid_before = Some(UnixTimeStamp::from_secs(now() + 600))),
             "not_yet_valid",
         ),
+        (signed(|c| c.expires_at = None), "missing_exp"),
         (
-            signed(|c: &mut TradeClaims| c.expires_at = None),
-            "missing_exp",
-        ),
-        (
-            signed(|c: &mut TradeClaims| c.issuer = Some(format!("{ISSUER}/"))),
+            signed(|c| c.issuer = Some(format!("{ISSUER}/"))),
             "unknown_issuer",
         ),
         (
-            signed(|c: &mut TradeClaims| {
-                c.audiences = Some(Audiences::AsString("wallet".to_owned()))
-            }),
+            signed(|c| c.audiences = Some(Audiences::AsString("wallet".to_owned()))),
             "audience_mismatch",
         ),
+        (signed(|c| c.audiences = None), "audience_mismatch"),
         (
-            signed(|c: &mut TradeClaims| c.audiences = None),
-            "audience_mismatch",
-        ),
-        (
-            signed(|c: &mut TradeClaims| {
+            signed(|c| {
                 c.audiences = Some(Audiences::AsSet(
                     ["wallet".to_owned(), "risk".to_owned()].into(),
                 ))
@@ -598,7 +584,7 @@ fn the_attack_list_on_the_wire() {
             "jwe",
         ),
         (
-            signed(|c: &mut TradeClaims| {
+            signed(|c| {
                 c.custom
                     .insert("padding".to_owned(), json!("x".repeat(9000)));
             }),
@@ -622,7 +608,6 @@ fn the_attack_list_on_the_wire() {
     // Embedded key locations are never fetched: the JWKS server saw only the start-up fetch.
     assert_eq!(gateway.jwks.served(), 1);
 
-    let invalid_request = r#"Bearer realm="exchange", error="invalid_request""#;
     // Two Authorization headers. Envoy joins repeated inline headers into one value
     // ("Bearer a,Bearer b"), which is no b64token: still 400 invalid_request.
     let bearer = format!("Bearer {good}");
@@ -631,11 +616,11 @@ fn the_attack_list_on_the_wire() {
         TRADE,
         &[("authorization", &bearer), ("authorization", &bearer)],
     );
-    assert_denied(&response, 400, "invalid_request", Some(invalid_request));
+    assert_denied(&response, 400, "invalid_request", Some(INVALID_REQUEST));
     // Inner whitespace is refused; the scheme's letter case is not significant.
     for value in [format!("Bearer  {good}"), format!("Bearer\t{good}")] {
         let response = gateway.request("GET", TRADE, &[("authorization", &value)]);
-        assert_denied(&response, 400, "invalid_request", Some(invalid_request));
+        assert_denied(&response, 400, "invalid_request", Some(INVALID_REQUEST));
     }
     for value in [format!("bearer {good}"), format!("BEARER {good}")] {
         let response = gateway.request("GET", TRADE, &[("authorization", &value)]);

@@ -327,6 +327,11 @@ const TRADE_INSUFFICIENT_SCOPE: &str =
     r#"Bearer realm="exchange", error="insufficient_scope", scope="trade:read trade:write""#;
 const INVALID_REQUEST: &str = r#"Bearer realm="exchange", error="invalid_request""#;
 
+/// 400 for credentials that are not one well-formed `Authorization: Bearer <b64token>`.
+fn assert_invalid_request(host: &Host, answer: &Answer) {
+    assert_denied(host, answer, 400, "invalid_request", Some(INVALID_REQUEST));
+}
+
 fn assert_invalid_token(host: &Host, answer: &Answer, reason: &str) {
     assert_denied(host, answer, 401, "invalid_token", Some(INVALID_TOKEN));
     assert!(denied_total(host, reason) >= 1, "reason {reason}");
@@ -832,13 +837,7 @@ fn malformed_tokens_are_invalid_tokens() {
         format!("{header}.e30*.{signature}"),
     ] {
         let answer = get_with_token(&mut host, TRADE, &token);
-        assert_denied(
-            &host,
-            &answer,
-            400,
-            "invalid_request",
-            Some(INVALID_REQUEST),
-        );
+        assert_invalid_request(&host, &answer);
     }
     assert_eq!(denied_total(&host, "malformed_authorization"), 2);
     assert_eq!(
@@ -878,13 +877,7 @@ fn credentials_must_come_once_and_only_in_the_authorization_header() {
         TRADE,
         &[("authorization", &bearer), ("authorization", &bearer)],
     );
-    assert_denied(
-        &host,
-        &answer,
-        400,
-        "invalid_request",
-        Some(INVALID_REQUEST),
-    );
+    assert_invalid_request(&host, &answer);
     assert_eq!(denied_total(&host, "multiple_authorization_headers"), 1);
 
     for path in [
@@ -893,13 +886,7 @@ fn credentials_must_come_once_and_only_in_the_authorization_header() {
         format!("{TRADE}?access%5Ftoken=x"),
     ] {
         let answer = send(&mut host, "GET", &path, &[("authorization", &bearer)]);
-        assert_denied(
-            &host,
-            &answer,
-            400,
-            "invalid_request",
-            Some(INVALID_REQUEST),
-        );
+        assert_invalid_request(&host, &answer);
     }
     let answer = send(
         &mut host,
@@ -907,13 +894,7 @@ fn credentials_must_come_once_and_only_in_the_authorization_header() {
         &format!("{TRADE}?access_token={token}"),
         &[],
     );
-    assert_denied(
-        &host,
-        &answer,
-        400,
-        "invalid_request",
-        Some(INVALID_REQUEST),
-    );
+    assert_invalid_request(&host, &answer);
     assert_eq!(denied_total(&host, "token_in_query"), 4);
 
     let answer = send(&mut host, "GET", TRADE, &[]);
@@ -944,13 +925,7 @@ fn bearer_scheme_is_case_insensitive_but_whitespace_is_strict() {
         "Bearer ".to_owned(),
     ] {
         let answer = send(&mut host, "GET", TRADE, &[("authorization", &value)]);
-        assert_denied(
-            &host,
-            &answer,
-            400,
-            "invalid_request",
-            Some(INVALID_REQUEST),
-        );
+        assert_invalid_request(&host, &answer);
     }
     for value in [
         format!("Basic {token}"),
@@ -1124,36 +1099,23 @@ fn spoofed_identity_headers_are_stripped_on_anonymous_routes() {
 fn a_failed_host_call_denies_instead_of_passing() {
     const BAD_ARGUMENT: u32 = 2;
     let unavailable = r#"Bearer realm="svc-gateway", error="invalid_token""#;
-    let token = {
-        let Gateway { host, .. } = gateway();
-        keys().ec.sign(trade_claims(&host)).unwrap()
-    };
-    let bearer = format!("Bearer {token}");
-    /// The host call that fails, the path, the request headers.
-    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
-    let cases: [Case; 3] = [
-        (
-            "proxy_get_header_map_pairs",
-            TRADE,
-            vec![("authorization", &bearer)],
-        ),
-        // A spoofed identity header that cannot be removed, even on an anonymous route.
-        (
-            "proxy_remove_header_map_value",
-            "/healthz",
-            vec![("x-auth-subject", "admin")],
-        ),
-        // A valid token whose identity cannot be written.
-        (
-            "proxy_add_header_map_value",
-            TRADE,
-            vec![("authorization", &bearer)],
-        ),
-    ];
-    for (call, path, headers) in cases {
+    // Each request carries a valid token and a spoofed identity header; the failing call is
+    // the map read, the removal of the spoofed header (on an anonymous route too), or the
+    // write of the verified identity.
+    for (call, path) in [
+        ("proxy_get_header_map_pairs", TRADE),
+        ("proxy_remove_header_map_value", "/healthz"),
+        ("proxy_add_header_map_value", TRADE),
+    ] {
         let Gateway { mut host, .. } = gateway();
+        let bearer = format!("Bearer {}", keys().ec.sign(trade_claims(&host)).unwrap());
         host.fail_host_call(call, BAD_ARGUMENT, 1);
-        let answer = send(&mut host, "GET", path, &headers);
+        let answer = send(
+            &mut host,
+            "GET",
+            path,
+            &[("authorization", &bearer), ("x-auth-subject", "admin")],
+        );
         // The request stops here with a local reply: the upstream never sees the map.
         assert_eq!(answer.action, Action::Pause, "{call}");
         let reply = host.local_reply(answer.stream).unwrap();

@@ -313,30 +313,36 @@ fn over_the_limit_answers_429_with_retry_after_draft_09_and_the_json_body() {
     );
 }
 
+/// A local backstop of five tokens a minute, so a test can reach it.
+const BACKSTOP_FIVE_A_MINUTE: (&str, &str) = (
+    "token_bucket: { max_tokens: 2000, tokens_per_fill: 2000, fill_interval: 1s }",
+    "token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: 60s }",
+);
+
+/// A public-class read from one client address.
+fn ticker(envoy: &EnvoyProcess) -> Response {
+    client::request(
+        envoy.port("edge").unwrap(),
+        "GET",
+        "/api/v1/market/ticker",
+        &[("x-forwarded-for", "203.0.113.7")],
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_failing_or_slow_service_lets_traffic_through_and_the_backstop_holds() {
-    // A backstop of five tokens a minute, so the test can reach it.
-    let gw = gateway(&[(
-        "token_bucket: { max_tokens: 2000, tokens_per_fill: 2000, fill_interval: 1s }",
-        "token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: 60s }",
-    )]);
-    let ticker = |gw: &Gateway| {
-        gw.send(
-            "GET",
-            "/api/v1/market/ticker",
-            &[("x-forwarded-for", "203.0.113.7")],
-        )
-    };
+    let gw = gateway(&[BACKSTOP_FIVE_A_MINUTE]);
     gw.peer.set_behaviour(Behaviour::Unavailable);
     for _ in 0..2 {
-        assert_eq!(ticker(&gw).status, 200);
+        assert_eq!(ticker(&gw.envoy).status, 200);
     }
     // Slower than the filter's 50 ms timeout: answered without waiting for the service.
     gw.peer
         .set_behaviour(Behaviour::Delay(Duration::from_millis(800)));
     for _ in 0..3 {
         let started = Instant::now();
-        assert_eq!(ticker(&gw).status, 200);
+        assert_eq!(ticker(&gw.envoy).status, 200);
         assert!(
             started.elapsed() < Duration::from_millis(600),
             "{:?}",
@@ -346,7 +352,7 @@ fn a_failing_or_slow_service_lets_traffic_through_and_the_backstop_holds() {
     // The service was asked each time (and failed or was too late).
     assert_eq!(gw.peer.received().len(), 5);
     // The sixth request in the minute meets the backstop: 429, Retry-After, the JSON body.
-    let limited = ticker(&gw);
+    let limited = ticker(&gw.envoy);
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("1"));
     assert_eq!(json_error(&limited).0, "rate_limited");
@@ -364,28 +370,15 @@ fn a_stopped_service_lets_traffic_through_and_the_backstop_holds() {
         envoy,
         upstream: _upstream,
         peer,
-    } = gateway(&[(
-        "token_bucket: { max_tokens: 2000, tokens_per_fill: 2000, fill_interval: 1s }",
-        "token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: 60s }",
-    )]);
-    let port = envoy.port("edge").unwrap();
-    let ticker = || {
-        client::request(
-            port,
-            "GET",
-            "/api/v1/market/ticker",
-            &[("x-forwarded-for", "203.0.113.7")],
-        )
-        .unwrap()
-    };
+    } = gateway(&[BACKSTOP_FIVE_A_MINUTE]);
     // Up: asked, and Envoy now holds a gRPC connection to it.
-    assert_eq!(ticker().status, 200);
+    assert_eq!(ticker(&envoy).status, 200);
     assert_eq!(peer.received().len(), 1);
     // The service process goes away: its connection closes and new ones are refused.
     drop(peer);
     for n in 0..4 {
         let started = Instant::now();
-        let response = ticker();
+        let response = ticker(&envoy);
         assert_eq!(
             response.status,
             200,
@@ -405,7 +398,7 @@ fn a_stopped_service_lets_traffic_through_and_the_backstop_holds() {
         Some(4)
     );
     // The local backstop (five a minute) still caps the client.
-    let limited = ticker();
+    let limited = ticker(&envoy);
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("1"));
     assert_eq!(json_error(&limited).0, "rate_limited");
